@@ -1,0 +1,38 @@
+# vlmsafety — `make run` and `make test` create .venv and install on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+LAYERS ?= range(0,25)
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run test sweep-layers report lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install vlmsafety with its test extras
+
+run: $(STAMP)  ## the headline demo: sweep every vision layer of the default model, print the table
+	$(PY) run.py -m layer='$(LAYERS)'
+
+test: $(STAMP)  ## run the test suite (offline)
+	$(PY) -m pytest -q
+
+sweep-layers: $(STAMP)  ## sweep layers of any model: make sweep-layers ARGS="model=tiny_mllama" LAYERS="range(0,9)"
+	$(PY) run.py -m layer='$(LAYERS)' $(ARGS)
+
+report: $(STAMP)  ## re-summarise a sweep: make report SWEEP=multirun_outputs/DATE/TIME
+	$(PY) run.py task=report sweep_dir=$(SWEEP)
+
+lint: $(STAMP)  ## ruff
+	$(VENV)/bin/ruff check vlmsafety tests run.py
+
+clean:  ## remove outputs and caches (keeps .venv)
+	rm -rf outputs multirun_outputs .pytest_cache .ruff_cache .cache

@@ -1,0 +1,27 @@
+"""vlmsafety command line: `python run.py [-m] [group=option ...] [key=value ...]` (see README)."""
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from vlmsafety.cli import check_group_overrides
+from vlmsafety.errors import VlmSafetyError
+from vlmsafety.runner import run
+
+CONF = Path(__file__).resolve().parent / "conf"
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig):
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    try:
+        check_group_overrides(sys.argv[1:], CONF)
+    except VlmSafetyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    main()

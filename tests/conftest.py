@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny built-in models cached once per machine, offline everywhere."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Tests never touch the network: transformers and the hub client stay offline.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Built-in models are built once and reused across test sessions (the folder name carries the build version).
+os.environ.setdefault("VLMSAFETY_CACHE", str(REPO / ".cache" / "vlmsafety"))
+
+
+@pytest.fixture(scope="session")
+def cpu():
+    import torch
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    return torch.device("cpu")
+
+
+def _load(name: str, family: str, cpu):
+    from omegaconf import OmegaConf
+
+    from vlmsafety.models.loading import load_adapter
+
+    spec = OmegaConf.create({"name": name, "family": family, "builtin": name})
+    return load_adapter(spec, cpu)
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(cpu):
+    """The tiny_llava adapter (LlavaForConditionalGeneration, 24-block CLIP tower), loaded once."""
+    return _load("tiny_llava", "llava", cpu)
+
+
+@pytest.fixture(scope="session")
+def tiny_mllama(cpu):
+    """The tiny_mllama adapter (MllamaForConditionalGeneration), loaded once."""
+    return _load("tiny_mllama", "mllama", cpu)

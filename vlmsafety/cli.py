@@ -1,0 +1,36 @@
+"""Checks on the command line that Hydra would otherwise answer with a multi-line trace."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from vlmsafety.errors import VlmSafetyError
+
+GROUPS = ("model", "attack", "unlearn", "judge", "toxicity", "experiment")
+_SWEEP_FUNCTION = re.compile(r"^\s*(range|choice|interval|glob|tag|sort|shuffle)\(")
+
+
+def check_group_overrides(argv: Sequence[str], conf_dir: Path) -> None:
+    """Raise one clear line for `group=option` overrides that name an option that does not exist."""
+    for arg in argv:
+        m = re.match(r"^[+~]{0,2}(?P<group>[a-z_]+)=(?P<value>.*)$", arg)
+        if not m or m["group"] not in GROUPS:
+            continue
+        value = m["value"].strip()
+        if not value or value == "null" or _SWEEP_FUNCTION.match(value):
+            continue
+        names = [v.strip().strip("'\"") for v in value.strip("[]").split(",") if v.strip()]
+        valid = options(conf_dir, m["group"])
+        unknown = [n for n in names if n not in valid]
+        if unknown:
+            raise VlmSafetyError(
+                f"unknown {m['group']} {unknown[0]!r}; valid choices: {', '.join(valid) or '(none)'} "
+                f"(files in {conf_dir / m['group']})"
+            )
+
+
+def options(conf_dir: Path, group: str) -> list[str]:
+    folder = conf_dir / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []

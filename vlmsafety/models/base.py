@@ -1,0 +1,164 @@
+"""The family-adapter interface: everything model-specific about early-exit generation.
+
+One module per family (`vlmsafety/models/<family>.py`) subclasses `FamilyAdapter` and registers
+itself with `@register_family`. Adding a family = one module + one YAML (DESIGN.md §3).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from PIL import Image
+
+from vlmsafety.errors import VlmSafetyError
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = 64
+    do_sample: bool = False  # greedy by default: deterministic records
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+@dataclass
+class Generation:
+    text: str  # decoded new tokens, special tokens removed, surrounding whitespace stripped
+    n_new_tokens: int  # tokens generated up to and including the end-of-sequence token
+
+
+class FamilyAdapter(ABC):
+    """Wraps one loaded VLM (model + processor) and knows how to exit its vision encoder early.
+
+    The contract the worker relies on:
+    - `encode_images` runs the vision encoder once per image and returns, per image, an opaque
+      object holding what every layer needs (the worker caches it by image content hash);
+    - `generate` turns layer L's features into what the language model consumes and decodes.
+    """
+
+    family: ClassVar[str]
+    model_class: ClassVar[type]  # the transformers class `from_pretrained` is called on
+    # modules kept unquantized under `quant: 4bit/8bit` (vision tower and projector by default)
+    quant_skip_modules: ClassVar[tuple[str, ...]] = ("vision_tower", "multi_modal_projector", "lm_head")
+
+    def __init__(self, model: Any, processor: Any, name: str = "model"):
+        self.model = model
+        self.processor = processor
+        self.name = name
+        tokenizer = getattr(processor, "tokenizer", processor)
+        tokenizer.padding_side = "left"  # batched generation of decoder-only LMs needs left padding
+
+    # --- architecture facts -------------------------------------------------------------
+    @property
+    @abstractmethod
+    def num_layers(self) -> int:
+        """N: vision-encoder blocks that `layer` counts (valid layers are 0..N)."""
+
+    @property
+    @abstractmethod
+    def default_layer(self) -> int:
+        """The layer the model was trained with, in this project's 0..N convention."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # --- inputs ---------------------------------------------------------------------------
+    def render(self, text: str, has_image: bool) -> str:
+        """The exact prompt string the model sees, built with the checkpoint's own chat template."""
+        content: list[dict[str, Any]] = [{"type": "image"}] if has_image else []
+        content.append({"type": "text", "text": text})
+        template = getattr(self.processor, "chat_template", None)
+        if not template:
+            raise VlmSafetyError(
+                f"{self.name}: the processor has no chat template; set one in the checkpoint's "
+                "chat_template.jinja (or processor_config.json)"
+            )
+        return self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+
+    # --- vision -----------------------------------------------------------------------------
+    @abstractmethod
+    def encode_images(self, images: Sequence[Image.Image]) -> list[Any]:
+        """One vision-encoder pass over `images`; per image, everything every layer needs."""
+
+    @staticmethod
+    def entry_nbytes(entry: Any) -> int:
+        """Memory held by one `encode_images` entry (for the worker's cache budget)."""
+        if isinstance(entry, torch.Tensor):
+            return entry.numel() * entry.element_size()
+        if isinstance(entry, (list, tuple)):
+            return sum(FamilyAdapter.entry_nbytes(e) for e in entry)
+        if isinstance(entry, dict):
+            return sum(FamilyAdapter.entry_nbytes(e) for e in entry.values())
+        return 0
+
+    # --- generation --------------------------------------------------------------------------
+    @abstractmethod
+    def generate(
+        self,
+        prompts: Sequence[str],
+        images: Sequence[Image.Image | None],
+        encoded: Sequence[Any | None],
+        layer: int,
+        settings: GenerationSettings,
+    ) -> list[Generation]:
+        """Generate one answer per prompt, feeding the LM layer `layer`'s image features.
+
+        prompts: rendered prompts (from `render`); images/encoded: per prompt, the image and its
+        `encode_images` entry, or None for a text-only prompt; layer: absolute depth in 0..N.
+        """
+
+    # --- helpers shared by families ---------------------------------------------------------------
+    def _needs_bos(self, prompts: Sequence[str]) -> bool:
+        """Whether tokenizing must add BOS: not when the chat template already wrote it (Llama 3)."""
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        bos = tokenizer.bos_token
+        return not (bos and all(p.startswith(bos) for p in prompts))
+
+    def _decode(self, sequences: torch.Tensor, prompt_len: int) -> list[Generation]:
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        pad = tokenizer.pad_token_id
+        out = []
+        for row in sequences[:, prompt_len:].tolist():
+            n = 0
+            for tok in row:
+                n += 1
+                if tok in eos_ids:
+                    break
+            else:
+                # no EOS: trailing pads (if any) were never generated
+                while n and row[n - 1] == pad and pad not in eos_ids:
+                    n -= 1
+            text = tokenizer.decode(row[:n], skip_special_tokens=True).strip()
+            out.append(Generation(text=text, n_new_tokens=n))
+        return out
+
+    def _generate_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
+        kw: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample}
+        if settings.do_sample:
+            kw.update(temperature=settings.temperature, top_p=settings.top_p)
+        else:
+            kw.update(temperature=None, top_p=None, top_k=None)
+        return kw
+
+
+_FAMILIES: dict[str, type[FamilyAdapter]] = {}
+
+
+def register_family(cls: type[FamilyAdapter]) -> type[FamilyAdapter]:
+    _FAMILIES[cls.family] = cls
+    return cls
+
+
+def get_family(name: str) -> type[FamilyAdapter]:
+    import vlmsafety.models  # noqa: F401  (registers the shipped families)
+
+    if name not in _FAMILIES:
+        raise VlmSafetyError(f"unknown model family {name!r}; known families: {', '.join(sorted(_FAMILIES))}")
+    return _FAMILIES[name]

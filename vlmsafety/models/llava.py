@@ -1,0 +1,90 @@
+"""LLaVA-1.5 family: CLIP vision tower → (drop CLS) → two-layer projector → LLM.
+
+`layer` L indexes the vision tower's `hidden_states` tuple (0 = embeddings after `pre_layrnorm`,
+L = output of block L); the trained default is `vision_feature_layer` (-2 → N-1 = 23 for
+LLaVA-1.5). The projector, the feature-select strategy and the LLM are left unchanged; the
+projected features reach `generate` through transformers' `mm_encoder_outputs`, so prompt
+handling and decoding are transformers' own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from PIL import Image
+from transformers import LlavaForConditionalGeneration
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from vlmsafety.errors import VlmSafetyError
+from vlmsafety.models.base import FamilyAdapter, Generation, GenerationSettings, register_family
+
+
+@register_family
+class LlavaAdapter(FamilyAdapter):
+    family = "llava"
+    model_class = LlavaForConditionalGeneration
+
+    def __init__(self, model: Any, processor: Any, name: str = "model"):
+        super().__init__(model, processor, name)
+        cfg = model.config
+        if not isinstance(cfg.vision_feature_layer, int):
+            raise VlmSafetyError(
+                f"{name}: vision_feature_layer={cfg.vision_feature_layer} concatenates several layers; "
+                "early exit is defined for single-layer LLaVA checkpoints only"
+            )
+        self._vision = model.model.vision_tower
+        self._projector = model.model.multi_modal_projector
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.config.vision_config.num_hidden_layers
+
+    @property
+    def default_layer(self) -> int:
+        v = self.model.config.vision_feature_layer
+        return v if v >= 0 else self.num_layers + 1 + v
+
+    @torch.no_grad()
+    def encode_images(self, images: Sequence[Image.Image]) -> list[torch.Tensor]:
+        """Per image: every hidden state of the vision tower, [N+1, tokens (incl. CLS), D]."""
+        pixels = self.processor.image_processor(list(images), return_tensors="pt")["pixel_values"]
+        vision_dtype = next(self._vision.parameters()).dtype
+        out = self._vision(pixels.to(self.device, vision_dtype), output_hidden_states=True)
+        stacked = torch.stack(out.hidden_states, dim=1)  # [B, N+1, T, D]
+        return list(stacked.unbind(0))
+
+    def image_features(self, entry: torch.Tensor, layer: int) -> torch.Tensor:
+        """Layer `layer`'s features as the LLM consumes them: [image tokens, LM hidden]."""
+        hidden = entry[layer].to(self.device)  # [T, D]
+        if self.model.config.vision_feature_select_strategy == "default":
+            hidden = hidden[1:]  # drop CLS
+        projector_dtype = next(self._projector.parameters()).dtype
+        return self._projector(hidden.to(projector_dtype))
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[str],
+        images: Sequence[Image.Image | None],
+        encoded: Sequence[Any | None],
+        layer: int,
+        settings: GenerationSettings,
+    ) -> list[Generation]:
+        present = [img for img in images if img is not None]
+        inputs = self.processor(
+            text=list(prompts), images=present or None, padding=True, return_tensors="pt",
+            add_special_tokens=self._needs_bos(prompts),
+        )
+        kwargs: dict[str, Any] = {}
+        feats = [self.image_features(e, layer) for e in encoded if e is not None]
+        if feats:
+            kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=feats)}
+        sequences = self.model.generate(
+            input_ids=inputs["input_ids"].to(self.device),
+            attention_mask=inputs["attention_mask"].to(self.device),
+            **kwargs,
+            **self._generate_kwargs(settings),
+        )
+        return self._decode(sequences, inputs["input_ids"].shape[1])

@@ -1,0 +1,183 @@
+"""Sweep summaries: `summary.csv`, `asr_vs_layer.png` and a rich table (DESIGN.md §5).
+
+Written automatically when a multirun ends (`SweepSummaryCallback`) and again on demand with
+`python run.py task=report sweep_dir=...`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+from rich.table import Table
+
+from vlmsafety.errors import VlmSafetyError
+from vlmsafety.records import METRICS, read_json, write_bytes_atomic, write_text_atomic
+from vlmsafety.ui import console
+
+log = logging.getLogger(__name__)
+
+SUMMARY_CSV = "summary.csv"
+ASR_PNG = "asr_vs_layer.png"
+
+
+def find_jobs(sweep_dir: Path) -> list[Path]:
+    """Job folders under `sweep_dir`: every folder (at any depth) that holds a metrics.json."""
+    return sorted({p.parent for p in sweep_dir.rglob(METRICS)}, key=_natural_key)
+
+
+def collect(sweep_dir: Path) -> pd.DataFrame:
+    """One row per job, flattened from its metrics.json."""
+    rows = [_row(job, sweep_dir) for job in find_jobs(sweep_dir)]
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        df = df.sort_values(["model", "attack", "unlearn", "layer", "job"], kind="stable").reset_index(drop=True)
+    return df
+
+
+def _row(job: Path, sweep_dir: Path) -> dict[str, Any]:
+    m = read_json(job / METRICS)
+    row: dict[str, Any] = {
+        "job": str(job.relative_to(sweep_dir)),
+        "status": m.get("status"),
+        "model": m.get("model"),
+        "attack": m.get("attack"),
+        "unlearn": m.get("unlearn"),
+        "layer": m.get("layer"),
+        "default_layer": m.get("default_layer"),
+        "n": m.get("n"),
+        "n_harmful": m.get("n_harmful"),
+        "n_benign": m.get("n_benign"),
+    }
+    for judge, r in (m.get("asr") or {}).items():
+        row[f"asr_{judge}"] = r["value"]
+        row[f"asr_{judge}_low"] = r["low"]
+        row[f"asr_{judge}_high"] = r["high"]
+    for judge, r in (m.get("refusal_rate_benign") or {}).items():
+        row[f"benign_refusal_{judge}"] = r["value"]
+    for scorer, attrs in (m.get("toxicity") or {}).items():
+        for attr, s in attrs.items():
+            row[f"tox_{scorer}_{attr}_mean"] = s.get("mean")
+            row[f"tox_{scorer}_{attr}_frac_ge_0.5"] = s.get("frac_ge_0.5")
+    row["time_s"] = (m.get("timings_s") or {}).get("total")
+    row["error"] = m.get("error")
+    return row
+
+
+def write_summary(sweep_dir: str | Path, show: bool = True) -> dict[str, Path]:
+    """Write summary.csv and asr_vs_layer.png into `sweep_dir`; print the table when `show`."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise VlmSafetyError(f"sweep_dir {sweep_dir} does not exist; pass the folder of a finished sweep")
+    df = collect(sweep_dir)
+    if df.empty:
+        raise VlmSafetyError(f"no job folder with a {METRICS} under {sweep_dir}; is this a sweep folder?")
+    csv_path = sweep_dir / SUMMARY_CSV
+    write_text_atomic(csv_path, df.to_csv(index=False))
+    paths = {"csv": csv_path}
+    png = plot_asr_vs_layer(df)
+    if png is not None:
+        paths["png"] = sweep_dir / ASR_PNG
+        write_bytes_atomic(paths["png"], png)
+    if show:
+        console.print(summary_table(df))
+        for kind, path in paths.items():
+            console.print(f"{kind}: {path}")
+    return paths
+
+
+def judges_in(df: pd.DataFrame) -> list[str]:
+    return [c[4:] for c in df.columns if c.startswith("asr_") and not c.endswith(("_low", "_high"))]
+
+
+def summary_table(df: pd.DataFrame) -> Table:
+    judges = judges_in(df)
+    table = Table(title="ASR by layer", header_style="bold")
+    for col in ("model", "attack", "layer", "n"):
+        table.add_column(col, justify="right" if col in ("layer", "n") else "left")
+    for j in judges:
+        table.add_column(f"ASR {j} [95% CI]", justify="right")
+        if f"benign_refusal_{j}" in df:
+            table.add_column(f"benign refusal {j}", justify="right")
+    tox_cols = [c for c in df.columns if c.startswith("tox_") and c.endswith("_mean")]
+    for c in tox_cols:
+        table.add_column(c[4:].replace("_mean", " (mean)"), justify="right")
+    table.add_column("status")
+    for _, r in df.iterrows():
+        layer = "" if pd.isna(r["layer"]) else str(int(r["layer"]))
+        if layer and r.get("default_layer") == r["layer"]:
+            layer += "*"
+        cells = [str(r["model"]), str(r["attack"]), layer, _fmt_int(r["n"])]
+        for j in judges:
+            v = r.get(f"asr_{j}")
+            cells.append("—" if pd.isna(v) else f"{v:.2f} [{r[f'asr_{j}_low']:.2f}, {r[f'asr_{j}_high']:.2f}]")
+            if f"benign_refusal_{j}" in df:
+                b = r.get(f"benign_refusal_{j}")
+                cells.append("—" if pd.isna(b) else f"{b:.2f}")
+        cells += ["—" if pd.isna(r[c]) else f"{r[c]:.3f}" for c in tox_cols]
+        cells.append(str(r["status"]) + (f": {r['error']}" if isinstance(r.get("error"), str) else ""))
+        table.add_row(*cells)
+    table.caption = "* = the model's trained default layer"
+    return table
+
+
+def plot_asr_vs_layer(df: pd.DataFrame) -> bytes | None:
+    """PNG bytes: ASR vs layer, one line (with its 95 % band) per model × attack × judge."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = df[(df["status"] == "complete") & df["layer"].notna()]
+    judges = judges_in(ok)
+    if ok.empty or not judges:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
+    for (model, attack, unlearn), g in ok.groupby(["model", "attack", "unlearn"], sort=True):
+        g = g.sort_values("layer")
+        for j in judges:
+            if g[f"asr_{j}"].isna().all():
+                continue
+            label = f"{model} · {attack} · {j}" + ("" if unlearn in (None, "none") else f" · {unlearn}")
+            (line,) = ax.plot(g["layer"], g[f"asr_{j}"], marker="o", ms=3, label=label)
+            ax.fill_between(g["layer"], g[f"asr_{j}_low"], g[f"asr_{j}_high"], color=line.get_color(), alpha=0.15)
+            default = g["default_layer"].dropna()
+            if len(default):
+                ax.axvline(float(default.iloc[0]), color=line.get_color(), ls=":", lw=1)
+    ax.set_xlabel("vision layer (blocks applied before the projector)")
+    ax.set_ylabel("attack success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title("ASR vs vision layer (dotted: trained default layer)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+class SweepSummaryCallback(Callback):
+    """Hydra callback: summarise the sweep folder when a multirun ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            write_summary(sweep_dir, show=True)
+        except VlmSafetyError as e:
+            log.error("%s", e)
+
+
+def _fmt_int(v: Any) -> str:
+    return "" if pd.isna(v) else str(int(v))
+
+
+def _natural_key(p: Path) -> list[Any]:
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p))]

@@ -1,0 +1,158 @@
+"""task=eval: load model → build attack set → generate at `layer` → judges + toxicity → records."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from vlmsafety import environment
+from vlmsafety.attacks import AttackItem, load_attack
+from vlmsafety.layers import resolve_layer
+from vlmsafety.metrics import judge_metrics, toxicity_metrics
+from vlmsafety.models.base import FamilyAdapter, GenerationSettings
+from vlmsafety.records import GENERATIONS, METRICS, GenerationRecord, write_json_atomic, write_jsonl_atomic
+from vlmsafety.tasks import register_task
+from vlmsafety.ui import progress
+from vlmsafety.worker import Worker, get_worker
+
+log = logging.getLogger(__name__)
+
+
+@register_task("eval")
+def run_eval(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    worker = get_worker()
+    worker.configure(cfg)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    with _timed(timings, "load"):
+        adapter, _ = worker.model(cfg.model, cfg.device)
+    device = adapter.device
+    environment.reset_peak_memory(device)
+    layer = resolve_layer(cfg.layer, adapter.num_layers, adapter.default_layer, cfg.model.name)
+    items = load_attack(cfg.attack, limit=cfg.limit, seed=cfg.seed)
+    n_harmful = sum(it.harmful for it in items)
+    log.info(
+        "%s · layer %d/%d%s · attack %s (%d harmful, %d benign) · %s",
+        cfg.model.name, layer, adapter.num_layers, " (trained default)" if layer == adapter.default_layer else "",
+        cfg.attack.name, n_harmful, len(items) - n_harmful, environment.device_description(device),
+    )
+
+    torch.manual_seed(int(cfg.seed))
+    records = generate_records(cfg, worker, adapter, items, layer, timings)
+    with _timed(timings, "judge"):
+        judges = worker.judges(cfg.get("judge"))
+        for judge in judges:
+            for rec, verdict in zip(records, judge.judge(records)):
+                rec.verdicts[judge.name] = verdict
+    with _timed(timings, "toxicity"):
+        scorers = worker.scorers(cfg.get("toxicity"))
+        for scorer in scorers:
+            for rec, scores in zip(records, scorer.score([r.response for r in records])):
+                rec.toxicity[scorer.name] = scores
+
+    write_jsonl_atomic(out_dir / GENERATIONS, records)
+    timings["total"] = time.perf_counter() - started
+    metrics = build_metrics(cfg, adapter, layer, records, [j.name for j in judges], [s.name for s in scorers], timings)
+    write_json_atomic(out_dir / METRICS, metrics)
+    _log_result(metrics)
+    return metrics
+
+
+def generate_records(
+    cfg: DictConfig, worker: Worker, adapter: FamilyAdapter, items: list[AttackItem], layer: int, timings: dict
+) -> list[GenerationRecord]:
+    settings = GenerationSettings(
+        max_new_tokens=int(cfg.max_new_tokens), do_sample=bool(cfg.do_sample),
+        temperature=float(cfg.temperature), top_p=float(cfg.top_p),
+    )
+    batch_size = max(1, int(cfg.batch_size))
+    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    records: list[GenerationRecord] = []
+    with progress() as bar:
+        task = bar.add_task(f"generating at layer {layer}", total=len(batches))
+        for batch in batches:
+            with _timed(timings, "encode"):
+                rendered = [worker.image(it.image) if it.image is not None else None for it in batch]
+                with_image = [i for i, r in enumerate(rendered) if r is not None]
+                entries = worker.encode(adapter, [rendered[i][0] for i in with_image], [rendered[i][1] for i in with_image])
+                encoded: list[Any] = [None] * len(batch)
+                for i, entry in zip(with_image, entries):
+                    encoded[i] = entry
+            prompts = [adapter.render(it.text, it.image is not None) for it in batch]
+            with _timed(timings, "generate"):
+                outs = adapter.generate(
+                    prompts, [r[0] if r else None for r in rendered], encoded, layer, settings
+                )
+            for it, prompt, r, out in zip(batch, prompts, rendered, outs):
+                records.append(
+                    GenerationRecord(
+                        id=it.id, attack=str(cfg.attack.name), category=it.category, harmful=it.harmful,
+                        behavior=it.behavior or it.text, prompt=prompt,
+                        image={"spec": it.image.to_dict(), "sha256": r[1]} if r else None,
+                        layer=layer, response=out.text, n_new_tokens=out.n_new_tokens,
+                    )
+                )
+            bar.advance(task)
+    return records
+
+
+def build_metrics(
+    cfg: DictConfig, adapter: FamilyAdapter, layer: int, records: list[GenerationRecord],
+    judge_names: list[str], scorer_names: list[str], timings: dict[str, float],
+) -> dict[str, Any]:
+    device = adapter.device
+    hours = timings["total"] / 3600
+    new_tokens = sum(r.n_new_tokens for r in records)
+    return {
+        "status": "complete",
+        "task": "eval",
+        "model": cfg.model.name,
+        "family": cfg.model.family,
+        "layer": layer,
+        "layer_requested": cfg.layer,
+        "default_layer": adapter.default_layer,
+        "num_layers": adapter.num_layers,
+        "attack": cfg.attack.name,
+        "unlearn": (cfg.get("unlearn") or {}).get("name", "none"),
+        "n": len(records),
+        "n_harmful": sum(r.harmful for r in records),
+        "n_benign": sum(not r.harmful for r in records),
+        **judge_metrics(records, judge_names),
+        "toxicity": toxicity_metrics(records, scorer_names),
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        "device": environment.device_description(device),
+        "device_hours": hours,
+        "gpu_hours": hours if device.type == "cuda" else 0.0,
+        "new_tokens": new_tokens,
+        "tokens_per_s": new_tokens / timings["generate"] if timings.get("generate") else None,
+        **environment.peak_memory(device),
+        "seed": int(cfg.seed),
+        "versions": environment.versions(),
+        "git_commit": environment.git_commit(),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+
+
+def _log_result(m: dict[str, Any]) -> None:
+    parts = [
+        f"{j}: ASR {v['value']:.2f} [{v['low']:.2f}, {v['high']:.2f}]" for j, v in m["asr"].items() if v["value"] is not None
+    ]
+    parts += [f"{j}: benign refusal {v['value']:.2f}" for j, v in m["refusal_rate_benign"].items() if v["value"] is not None]
+    log.info("layer %d · %s · %.1fs", m["layer"], " · ".join(parts) or "no judged items", m["timings_s"]["total"])
+
+
+@contextmanager
+def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - t

@@ -1,0 +1,44 @@
+"""Toxicity-scorer interface and registry (Perspective, Detoxify and offline scorers plug in here)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from vlmsafety.errors import VlmSafetyError
+
+
+class ToxicityScorer(ABC):
+    """Scores texts on one or more attributes in [0, 1]; None marks an item that could not be scored."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @abstractmethod
+    def score(self, texts: Sequence[str]) -> list[dict[str, float | None]]:
+        """One {attribute: score or None} dict per text."""
+
+
+_SCORERS: dict[str, Callable[..., ToxicityScorer]] = {}
+
+
+def register_scorer(type_name: str) -> Callable[[Callable[..., ToxicityScorer]], Callable[..., ToxicityScorer]]:
+    def wrap(cls: Callable[..., ToxicityScorer]) -> Callable[..., ToxicityScorer]:
+        _SCORERS[type_name] = cls
+        return cls
+
+    return wrap
+
+
+def build_scorer(name: str, cfg: dict[str, Any]) -> ToxicityScorer:
+    """Instantiate the scorer configured as `toxicity.<name>` (its `type` picks the class)."""
+    import vlmsafety.toxicity  # noqa: F401  (registers the shipped scorers)
+
+    cfg = dict(cfg)
+    type_name = cfg.pop("type", name)
+    if type_name not in _SCORERS:
+        raise VlmSafetyError(
+            f"toxicity.{name}: unknown scorer type {type_name!r}; known: {', '.join(sorted(_SCORERS))}"
+        )
+    return _SCORERS[type_name](name=name, **cfg)

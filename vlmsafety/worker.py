@@ -1,0 +1,181 @@
+"""The worker: one per process, owning the expensive state that jobs of a sweep share (DESIGN.md §4).
+
+Loaded models are keyed by (source, revision, dtype, quant, adapter); per-image vision features
+by (model key, image content hash); judges and toxicity scorers by their config. With Hydra's
+basic launcher every job of a sweep runs in this process, so a 25-layer sweep loads the model
+once and runs the vision encoder once per image.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+
+from vlmsafety.attacks import ImageSpec, image_sha256, render_image
+from vlmsafety.judges import Judge, build_judge
+from vlmsafety.models.base import FamilyAdapter
+from vlmsafety.models.loading import load_adapter, resolve_device
+from vlmsafety.toxicity import ToxicityScorer, build_scorer
+
+log = logging.getLogger(__name__)
+
+_MAX_CACHED_IMAGES = 4096
+
+
+class FeatureCache:
+    """LRU of per-image encoder outputs under a byte budget."""
+
+    def __init__(self, max_bytes: int, device: torch.device):
+        self.max_bytes = max_bytes
+        self.device = device
+        self._entries: OrderedDict[tuple[str, str], tuple[Any, int]] = OrderedDict()
+        self.nbytes = 0
+        self.hits = self.misses = 0
+
+    def get(self, key: tuple[str, str]) -> Any | None:
+        item = self._entries.get(key)
+        if item is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._entries.move_to_end(key)
+        return item[0]
+
+    def put(self, key: tuple[str, str], entry: Any, nbytes: int) -> None:
+        if nbytes > self.max_bytes:
+            return
+        self._entries[key] = (_to_device(entry, self.device), nbytes)
+        self.nbytes += nbytes
+        while self.nbytes > self.max_bytes:
+            _, (_, n) = self._entries.popitem(last=False)
+            self.nbytes -= n
+
+    def drop_model(self, model_key: str) -> None:
+        for key in [k for k in self._entries if k[0] == model_key]:
+            self.nbytes -= self._entries.pop(key)[1]
+
+
+class Worker:
+    """Loads and keeps models, features, judges and scorers for the jobs of one process."""
+
+    def __init__(self) -> None:
+        self._images: OrderedDict[str, tuple[Image.Image, str]] = OrderedDict()
+        self._models: dict[str, FamilyAdapter] = {}
+        self._judges: dict[str, Judge] = {}
+        self._scorers: dict[str, ToxicityScorer] = {}
+        self.features = FeatureCache(max_bytes=8 << 30, device=torch.device("cpu"))
+
+    def configure(self, cfg: DictConfig) -> None:
+        fc = cfg.get("feature_cache") or {}
+        self.features.max_bytes = int(float(fc.get("max_gb", 8)) * (1 << 30))
+        self.features.device = torch.device(fc.get("device", "cpu"))
+
+    # --- models -----------------------------------------------------------------------------
+    @staticmethod
+    def model_key(spec: DictConfig) -> str:
+        fields = ("family", "path", "builtin", "id", "revision", "dtype", "quant", "adapter")
+        return json.dumps({k: _plain(spec.get(k)) for k in fields}, sort_keys=True)
+
+    def model(self, spec: DictConfig, device: str = "auto") -> tuple[FamilyAdapter, bool]:
+        """The adapter for `spec`, and whether this call loaded it (False = reused)."""
+        key = self.model_key(spec) + f"|{device}"
+        if key in self._models:
+            return self._models[key], False
+        for old_key in list(self._models):  # one model at a time: free memory before the next loads
+            self.release_model(old_key)
+        adapter = load_adapter(spec, resolve_device(device))
+        adapter.cache_key = key
+        self._models[key] = adapter
+        return adapter, True
+
+    def release_model(self, key: str) -> None:
+        self._models.pop(key, None)
+        self.features.drop_model(key)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def encode(self, adapter: FamilyAdapter, images: Sequence[Image.Image], hashes: Sequence[str]) -> list[Any]:
+        """Per image, its `encode_images` entry: cached by content hash, encoding only the misses."""
+        mkey = getattr(adapter, "cache_key", None) or f"unmanaged-{id(adapter)}"
+        out: list[Any] = [self.features.get((mkey, h)) for h in hashes]
+        missing = [i for i, e in enumerate(out) if e is None]
+        # The same image can appear twice in one batch: encode each distinct hash once.
+        todo: dict[str, int] = {}
+        for i in missing:
+            todo.setdefault(hashes[i], i)
+        if todo:
+            entries = adapter.encode_images([images[i] for i in todo.values()])
+            fresh = dict(zip(todo, entries))
+            for h, entry in fresh.items():
+                self.features.put((mkey, h), entry, adapter.entry_nbytes(entry))
+            for i in missing:
+                out[i] = fresh[hashes[i]]
+        return out
+
+    # --- images ------------------------------------------------------------------------------------
+    def image(self, spec: ImageSpec) -> tuple[Image.Image, str]:
+        """The rendered (or loaded) image for `spec` and the sha256 of its pixels, cached by spec."""
+        key = json.dumps(spec.to_dict(), sort_keys=True)
+        hit = self._images.get(key)
+        if hit is None:
+            img = render_image(spec)
+            hit = (img, image_sha256(img))
+            self._images[key] = hit
+            if len(self._images) > _MAX_CACHED_IMAGES:
+                self._images.popitem(last=False)
+        else:
+            self._images.move_to_end(key)
+        return hit
+
+    # --- judges and scorers -----------------------------------------------------------------------
+    def judges(self, cfg: DictConfig | None) -> list[Judge]:
+        return [self._cached(self._judges, name, node, build_judge) for name, node in _items(cfg)]
+
+    def scorers(self, cfg: DictConfig | None) -> list[ToxicityScorer]:
+        return [self._cached(self._scorers, name, node, build_scorer) for name, node in _items(cfg)]
+
+    @staticmethod
+    def _cached(store: dict[str, Any], name: str, node: Any, build: Any) -> Any:
+        plain = _plain(node) or {}
+        key = json.dumps([name, plain], sort_keys=True)
+        if key not in store:
+            store[key] = build(name, plain)
+        return store[key]
+
+
+def _items(cfg: DictConfig | None) -> list[tuple[str, Any]]:
+    if cfg is None:
+        return []
+    return [(name, node) for name, node in cfg.items() if node is not None]
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def _to_device(entry: Any, device: torch.device) -> Any:
+    if isinstance(entry, torch.Tensor):
+        return entry.to(device)
+    if isinstance(entry, (list, tuple)):
+        return type(entry)(_to_device(e, device) for e in entry)
+    if isinstance(entry, dict):
+        return {k: _to_device(v, device) for k, v in entry.items()}
+    return entry
+
+
+_WORKER: Worker | None = None
+
+
+def get_worker() -> Worker:
+    """The process-wide worker (created on first use)."""
+    global _WORKER
+    if _WORKER is None:
+        _WORKER = Worker()
+    return _WORKER
