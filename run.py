@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 from vlmsafety.cli import check_group_overrides
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.runner import run
+from vlmsafety.ui import print_error
 
 CONF = Path(__file__).resolve().parent / "conf"
 
@@ -22,6 +23,6 @@ if __name__ == "__main__":
     try:
         check_group_overrides(sys.argv[1:], CONF)
     except VlmSafetyError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(str(e))
         sys.exit(2)
     main()

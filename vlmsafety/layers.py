@@ -20,10 +20,10 @@ def resolve_layer(layer: int | str | None, num_layers: int, default_layer: int, 
             raise ValueError
     except (TypeError, ValueError):
         raise VlmSafetyError(
-            f"layer={layer!r} is not an integer; {_valid(model, num_layers, default_layer)}"
+            f"layer={layer!r} is not an integer: {_valid(model, num_layers, default_layer)}"
         ) from None
     if not -(num_layers + 1) <= value <= num_layers:
-        raise VlmSafetyError(f"layer {value} is out of range for {model}; {_valid(model, num_layers, default_layer)}")
+        raise VlmSafetyError(f"layer {value} is out of range: {_valid(model, num_layers, default_layer)}")
     return value if value >= 0 else num_layers + 1 + value
 
 

@@ -99,15 +99,18 @@ def summary_table(df: pd.DataFrame) -> Table:
     judges = judges_in(df)
     table = Table(title="ASR by layer", header_style="bold")
     for col in ("model", "attack", "layer", "n"):
-        table.add_column(col, justify="right" if col in ("layer", "n") else "left")
+        table.add_column(col, justify="right" if col in ("layer", "n") else "left", no_wrap=True)
     for j in judges:
-        table.add_column(f"ASR {j} [95% CI]", justify="right")
+        table.add_column(f"ASR {j}\n[95% CI]", justify="right", no_wrap=True)
         if f"benign_refusal_{j}" in df:
-            table.add_column(f"benign refusal {j}", justify="right")
+            table.add_column(f"refusal\n(benign)\n{j}", justify="right")
     tox_cols = [c for c in df.columns if c.startswith("tox_") and c.endswith("_mean")]
     for c in tox_cols:
-        table.add_column(c[4:].replace("_mean", " (mean)"), justify="right")
-    table.add_column("status")
+        scorer, attr = c[4:-5].split("_", 1)
+        table.add_column(attr if attr == scorer else f"{scorer}\n{attr}", justify="right")
+    show_status = bool((df["status"] != "complete").any())
+    if show_status:
+        table.add_column("status")
     for _, r in df.iterrows():
         layer = "" if pd.isna(r["layer"]) else str(int(r["layer"]))
         if layer and r.get("default_layer") == r["layer"]:
@@ -115,14 +118,15 @@ def summary_table(df: pd.DataFrame) -> Table:
         cells = [str(r["model"]), str(r["attack"]), layer, _fmt_int(r["n"])]
         for j in judges:
             v = r.get(f"asr_{j}")
-            cells.append("—" if pd.isna(v) else f"{v:.2f} [{r[f'asr_{j}_low']:.2f}, {r[f'asr_{j}_high']:.2f}]")
+            cells.append("—" if pd.isna(v) else f"{v:.2f} [{r[f'asr_{j}_low']:.2f},{r[f'asr_{j}_high']:.2f}]")
             if f"benign_refusal_{j}" in df:
                 b = r.get(f"benign_refusal_{j}")
                 cells.append("—" if pd.isna(b) else f"{b:.2f}")
         cells += ["—" if pd.isna(r[c]) else f"{r[c]:.3f}" for c in tox_cols]
-        cells.append(str(r["status"]) + (f": {r['error']}" if isinstance(r.get("error"), str) else ""))
+        if show_status:
+            cells.append(str(r["status"]) + (f": {r['error']}" if isinstance(r.get("error"), str) else ""))
         table.add_row(*cells)
-    table.caption = "* = the model's trained default layer"
+    table.caption = "* = the model's trained default layer; toxicity = mean over responses to harmful prompts"
     return table
 
 

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.tasks import get_task
+from vlmsafety.ui import print_error
 
 log = logging.getLogger("vlmsafety")
 
@@ -35,5 +36,6 @@ def run(cfg: DictConfig) -> Any:
     except VlmSafetyError as e:
         if cfg.get("debug"):
             raise
-        log.error("%s", e)
+        print_error(str(e))
+        log.error("%s", e, extra={"printed": True})  # the job's log file keeps it too
         sys.exit(2)

@@ -112,7 +112,7 @@ class Worker:
             todo.setdefault(hashes[i], i)
         if todo:
             entries = adapter.encode_images([images[i] for i in todo.values()])
-            fresh = dict(zip(todo, entries))
+            fresh = dict(zip(todo, entries, strict=True))
             for h, entry in fresh.items():
                 self.features.put((mkey, h), entry, adapter.entry_nbytes(entry))
             for i in missing:
@@ -163,6 +163,8 @@ def _plain(node: Any) -> Any:
 def _to_device(entry: Any, device: torch.device) -> Any:
     if isinstance(entry, torch.Tensor):
         return entry.to(device)
+    if isinstance(entry, tuple) and hasattr(entry, "_fields"):  # NamedTuple
+        return type(entry)(*(_to_device(e, device) for e in entry))
     if isinstance(entry, (list, tuple)):
         return type(entry)(_to_device(e, device) for e in entry)
     if isinstance(entry, dict):

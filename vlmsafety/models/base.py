@@ -7,7 +7,7 @@ itself with `@register_family`. Adding a family = one module + one YAML (DESIGN.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -43,7 +43,7 @@ class FamilyAdapter(ABC):
     family: ClassVar[str]
     model_class: ClassVar[type]  # the transformers class `from_pretrained` is called on
     # modules kept unquantized under `quant: 4bit/8bit` (vision tower and projector by default)
-    quant_skip_modules: ClassVar[tuple[str, ...]] = ("vision_tower", "multi_modal_projector", "lm_head")
+    quant_skip_modules: ClassVar[tuple[str, ...]] = ("model.vision_tower", "model.multi_modal_projector", "lm_head")
 
     def __init__(self, model: Any, processor: Any, name: str = "model"):
         self.model = model

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from transformers import AutoProcessor
+from transformers.utils import logging as hf_logging
 
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.models.base import FamilyAdapter, get_family
@@ -48,6 +49,7 @@ def resolve_source(spec: Any) -> str:
 def load_adapter(spec: Any, device: torch.device) -> FamilyAdapter:
     """Load model + processor for `spec` (a `model` config node) and wrap them in their family adapter."""
     family = get_family(spec.family)
+    hf_logging.disable_progress_bar()  # our own log line says what is loading
     source = resolve_source(spec)
     dtype = resolve_dtype(spec.get("dtype", "auto"), device)
     common: dict[str, Any] = {"revision": spec.get("revision"), "trust_remote_code": False}
@@ -58,6 +60,7 @@ def load_adapter(spec: Any, device: torch.device) -> FamilyAdapter:
     if not _placed_by_accelerate(model):
         model.to(device)
     model.eval()
+    log.info("loaded %s from %s (%s, %s)", spec.get("name"), source, dtype, spec.get("quant", "none"))
     adapter = family(model, processor, name=spec.get("name", source))
     _check_declared(spec, adapter)
     return adapter

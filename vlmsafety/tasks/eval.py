@@ -32,6 +32,9 @@ def run_eval(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
+    if cfg.model.get("vision_layers") is not None and cfg.model.get("default_layer") is not None:
+        # fail before loading weights when the YAML already says the layer is out of range
+        resolve_layer(cfg.layer, int(cfg.model.vision_layers), int(cfg.model.default_layer), cfg.model.name)
     with _timed(timings, "load"):
         adapter, _ = worker.model(cfg.model, cfg.device)
     device = adapter.device
@@ -50,12 +53,12 @@ def run_eval(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     with _timed(timings, "judge"):
         judges = worker.judges(cfg.get("judge"))
         for judge in judges:
-            for rec, verdict in zip(records, judge.judge(records)):
+            for rec, verdict in zip(records, judge.judge(records), strict=True):
                 rec.verdicts[judge.name] = verdict
     with _timed(timings, "toxicity"):
         scorers = worker.scorers(cfg.get("toxicity"))
         for scorer in scorers:
-            for rec, scores in zip(records, scorer.score([r.response for r in records])):
+            for rec, scores in zip(records, scorer.score([r.response for r in records]), strict=True):
                 rec.toxicity[scorer.name] = scores
 
     write_jsonl_atomic(out_dir / GENERATIONS, records)
@@ -74,7 +77,12 @@ def generate_records(
         temperature=float(cfg.temperature), top_p=float(cfg.top_p),
     )
     batch_size = max(1, int(cfg.batch_size))
-    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    # Text-only and image prompts go in separate batches: in some families (Mllama) a text-only
+    # row of a mixed batch still attends to a padding image, which would make its answer depend
+    # on the layer and on its batch-mates.
+    groups = [[i for i, it in enumerate(items) if (it.image is not None) == has] for has in (True, False)]
+    order = groups[0] + groups[1]
+    batches = [[items[i] for i in g[k : k + batch_size]] for g in groups for k in range(0, len(g), batch_size)]
     records: list[GenerationRecord] = []
     with progress() as bar:
         task = bar.add_task(f"generating at layer {layer}", total=len(batches))
@@ -84,14 +92,14 @@ def generate_records(
                 with_image = [i for i, r in enumerate(rendered) if r is not None]
                 entries = worker.encode(adapter, [rendered[i][0] for i in with_image], [rendered[i][1] for i in with_image])
                 encoded: list[Any] = [None] * len(batch)
-                for i, entry in zip(with_image, entries):
+                for i, entry in zip(with_image, entries, strict=True):
                     encoded[i] = entry
             prompts = [adapter.render(it.text, it.image is not None) for it in batch]
             with _timed(timings, "generate"):
                 outs = adapter.generate(
                     prompts, [r[0] if r else None for r in rendered], encoded, layer, settings
                 )
-            for it, prompt, r, out in zip(batch, prompts, rendered, outs):
+            for it, prompt, r, out in zip(batch, prompts, rendered, outs, strict=True):
                 records.append(
                     GenerationRecord(
                         id=it.id, attack=str(cfg.attack.name), category=it.category, harmful=it.harmful,
@@ -101,7 +109,8 @@ def generate_records(
                     )
                 )
             bar.advance(task)
-    return records
+    position = {i: k for k, i in enumerate(order)}
+    return [records[position[i]] for i in range(len(items))]
 
 
 def build_metrics(

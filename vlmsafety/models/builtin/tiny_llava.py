@@ -10,7 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+from transformers import (
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+)
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from vlmsafety.models.builtin import register_builtin

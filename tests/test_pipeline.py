@@ -1,0 +1,88 @@
+"""End to end through Hydra, as a user runs it: `python run.py ...` in a subprocess."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "run.py"), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_layer_sweep_written_exactly_as_in_the_docs(tmp_path):
+    sweep = tmp_path / "sweep"
+    p = run_cli("-m", "layer=range(0,24)", "limit=3", "max_new_tokens=3", f"hydra.sweep.dir={sweep}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    jobs = sorted((d for d in sweep.iterdir() if d.is_dir()), key=lambda d: int(d.name))
+    assert len(jobs) == 24
+    layers = []
+    for job in jobs:
+        m = json.loads((job / "metrics.json").read_text())
+        assert m["status"] == "complete" and m["n"] == 3
+        assert set(m["asr"]) == {"keyword"} and "profanity" in m["toxicity"]
+        assert {"load", "encode", "generate", "judge", "total"} <= set(m["timings_s"])
+        assert m["device"].startswith("cpu") and m["gpu_hours"] == 0.0 and m["device_hours"] > 0
+        rows = [json.loads(line) for line in (job / "generations.jsonl").read_text().splitlines()]
+        assert len(rows) == 3 and all(r["layer"] == m["layer"] for r in rows)
+        assert (job / ".hydra" / "config.yaml").exists()
+        layers.append(m["layer"])
+    assert layers == list(range(24))
+    with open(sweep / "summary.csv") as f:
+        summary = list(csv.DictReader(f))
+    assert [int(r["layer"]) for r in summary] == list(range(24))
+    assert (sweep / "asr_vs_layer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "ASR by layer" in p.stderr + p.stdout
+
+    # task=report rewrites the same summary from the job folders alone
+    (sweep / "summary.csv").unlink()
+    p = run_cli("task=report", f"sweep_dir={sweep}", f"hydra.run.dir={tmp_path / 'report'}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    with open(sweep / "summary.csv") as f:
+        assert list(csv.DictReader(f)) == summary
+
+
+def test_same_config_twice_gives_byte_identical_generations(tmp_path):
+    args = ("attack=builtin_figstep", "layer=7", "limit=12", "max_new_tokens=6", "batch_size=5")
+    for run in ("a", "b"):
+        p = run_cli(*args, f"hydra.run.dir={tmp_path / run}")
+        assert p.returncode == 0, p.stderr[-3000:]
+    a = (tmp_path / "a" / "generations.jsonl").read_bytes()
+    assert a == (tmp_path / "b" / "generations.jsonl").read_bytes()
+    rows = [json.loads(line) for line in a.decode().splitlines()]
+    assert len(rows) == 12 and all(r["image"]["sha256"] and r["prompt"].startswith("USER: <image>\n") for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("layer=40",), "valid layers are 0..24"),
+        (("model=llava_nonexistent",), "valid choices: "),
+        (("attack=nope",), "unknown attack 'nope'"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path, args, expected):
+    p = run_cli(*args, "limit=2", f"hydra.run.dir={tmp_path}")
+    assert p.returncode == 2
+    assert expected in p.stderr and "Traceback" not in p.stderr
+    error_lines = [line for line in p.stderr.splitlines() if expected in line]
+    assert len(error_lines) == 1
+
+
+def test_help_lists_the_config_groups():
+    p = run_cli("--help")
+    assert p.returncode == 0
+    for group in ("model:", "attack:", "judge:", "toxicity:", "unlearn:"):
+        assert group in p.stdout
+    assert "tiny_llava" in p.stdout and "builtin_figstep" in p.stdout
