@@ -28,6 +28,7 @@ class GenerationRecord:
     layer: int
     response: str
     n_new_tokens: int
+    target: str | None = None  # the attack item's reference answer, when the set has one
     verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
     toxicity: dict[str, dict[str, float | None]] = field(default_factory=dict)
 

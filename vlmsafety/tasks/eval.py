@@ -105,7 +105,7 @@ def generate_records(
                         id=it.id, attack=str(cfg.attack.name), category=it.category, harmful=it.harmful,
                         behavior=it.behavior or it.text, prompt=prompt,
                         image={"spec": it.image.to_dict(), "sha256": r[1]} if r else None,
-                        layer=layer, response=out.text, n_new_tokens=out.n_new_tokens,
+                        layer=layer, response=out.text, n_new_tokens=out.n_new_tokens, target=it.target,
                     )
                 )
             bar.advance(task)
