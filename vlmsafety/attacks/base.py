@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from vlmsafety.errors import VlmSafetyError
+from vlmsafety.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -53,22 +53,19 @@ class AttackItem:
 
 
 Loader = Callable[[DictConfig], list[AttackItem]]
-_LOADERS: dict[str, Loader] = {}
+
+
+def _load_builtins() -> None:
+    import vlmsafety.attacks  # noqa: F401  (registers the shipped loaders)
+
+
+LOADERS: Registry[Loader] = Registry("attack loader", _load_builtins)
 
 
 def register_attack(name: str) -> Callable[[Loader], Loader]:
     """Register a loader under the name that `attack.loader` uses to select it."""
-
-    def wrap(fn: Loader) -> Loader:
-        _LOADERS[name] = fn
-        return fn
-
-    return wrap
+    return LOADERS.register(name)
 
 
 def get_loader(name: str) -> Loader:
-    import vlmsafety.attacks  # noqa: F401  (registers the built-in loaders)
-
-    if name not in _LOADERS:
-        raise VlmSafetyError(f"unknown attack loader {name!r}; registered loaders: {', '.join(sorted(_LOADERS))}")
-    return _LOADERS[name]
+    return LOADERS.get(name, where="attack.loader")
