@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from attack_fixtures import FIXTURES
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -91,8 +92,6 @@ def test_help_lists_the_config_groups():
 
 def test_sweep_over_upstream_attack_files_from_one_folder(tmp_path):
     # The acceptance command: one attack.path folder serves both sets (each finds its upstream file name).
-    from attack_fixtures import FIXTURES
-
     data = tmp_path / "data"
     data.mkdir()
     shutil.copy(FIXTURES / "advbench" / "harmful_behaviors.csv", data)

@@ -35,13 +35,14 @@ def run_eval(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if cfg.model.get("vision_layers") is not None and cfg.model.get("default_layer") is not None:
         # fail before loading weights when the YAML already says the layer is out of range
         resolve_layer(cfg.layer, int(cfg.model.vision_layers), int(cfg.model.default_layer), cfg.model.name)
+    # the attack set first: a missing or bad file should not cost a model load
+    attack_set = load_attack_set(cfg.attack, limit=cfg.limit, seed=cfg.seed)
+    items = attack_set.items
     with _timed(timings, "load"):
         adapter, _ = worker.model(cfg.model, cfg.device)
     device = adapter.device
     environment.reset_peak_memory(device)
     layer = resolve_layer(cfg.layer, adapter.num_layers, adapter.default_layer, cfg.model.name)
-    attack_set = load_attack_set(cfg.attack, limit=cfg.limit, seed=cfg.seed)
-    items = attack_set.items
     n_harmful = sum(it.harmful for it in items)
     log.info(
         "%s · layer %d/%d%s · attack %s (%d harmful, %d benign) · %s",
