@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from vlmsafety.errors import VlmSafetyError
 from vlmsafety.registry import Registry
 
 
@@ -23,8 +24,21 @@ class ImageSpec:
     kind: str
     params: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if "kind" in self.params:
+            # to_dict() writes params beside "kind": a param of that name would overwrite it.
+            raise VlmSafetyError(f"image spec {self.kind!r}: 'kind' is reserved and cannot be a param name")
+
     def to_dict(self) -> dict[str, Any]:
+        """The flat form written into records: {"kind": ..., **params}."""
         return {"kind": self.kind, **self.params}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ImageSpec:
+        """Inverse of `to_dict`."""
+        if "kind" not in d:
+            raise VlmSafetyError(f"image spec {d!r} has no 'kind'; expected e.g. {{'kind': 'file', 'path': ...}}")
+        return cls(str(d["kind"]), {k: v for k, v in d.items() if k != "kind"})
 
 
 @dataclass
@@ -52,7 +66,16 @@ class AttackItem:
         return d
 
 
-Loader = Callable[[DictConfig], list[AttackItem]]
+@dataclass
+class AttackSet:
+    """What a loader returns: the items, how many bad rows it skipped, and where the rows came from."""
+
+    items: list[AttackItem]
+    skipped: int = 0  # rows dropped under attack.on_bad_row=skip
+    source: str = ""  # file(s) or hub id the rows were read from
+
+
+Loader = Callable[[DictConfig], AttackSet]
 
 
 def _load_builtins() -> None:
