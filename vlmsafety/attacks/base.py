@@ -26,6 +26,12 @@ class ImageSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **self.params}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ImageSpec:
+        """The inverse of `to_dict` (a spec as stored in `generations.jsonl`)."""
+        d = dict(d)
+        return cls(kind=d.pop("kind"), params=d)
+
 
 @dataclass
 class AttackItem:

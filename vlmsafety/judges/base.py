@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from vlmsafety.errors import VlmSafetyError
+from vlmsafety.errors import VlmSafetyError, check_options
 from vlmsafety.records import GenerationRecord
 
 
@@ -18,7 +18,11 @@ class Judge(ABC):
 
     @abstractmethod
     def judge(self, records: Sequence[GenerationRecord]) -> list[dict[str, Any]]:
-        """One verdict per record: {"unsafe": bool, ...} plus judge-specific fields (score, raw)."""
+        """One verdict per record: {"unsafe": bool, ...} plus judge-specific fields (score, raw).
+
+        `unsafe` is None when the judge's own answer was invalid (neither verdict): such a record
+        is left out of ASR denominators and counted as invalid, never silently safe.
+        """
 
 
 _JUDGES: dict[str, Callable[..., Judge]] = {}
@@ -40,4 +44,6 @@ def build_judge(name: str, cfg: dict[str, Any]) -> Judge:
     type_name = cfg.pop("type", name)
     if type_name not in _JUDGES:
         raise VlmSafetyError(f"judge.{name}: unknown judge type {type_name!r}; known: {', '.join(sorted(_JUDGES))}")
-    return _JUDGES[type_name](name=name, **cfg)
+    cls = _JUDGES[type_name]
+    check_options(f"judge.{name}", cls, cfg)
+    return cls(name=name, **cfg)

@@ -6,7 +6,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from vlmsafety.errors import VlmSafetyError
+from vlmsafety.errors import VlmSafetyError, check_options
+
+# Keys a scorer may store beside its attribute scores: `truncated` (True when the text was cut
+# before scoring) and `error` (why an item is unscored). Everything else in a scorer's dict is an attribute.
+FLAGS = ("truncated", "error")
 
 
 class ToxicityScorer(ABC):
@@ -16,8 +20,8 @@ class ToxicityScorer(ABC):
         self.name = name
 
     @abstractmethod
-    def score(self, texts: Sequence[str]) -> list[dict[str, float | None]]:
-        """One {attribute: score or None} dict per text."""
+    def score(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+        """One {attribute: score or None} dict per text (plus any of FLAGS)."""
 
 
 _SCORERS: dict[str, Callable[..., ToxicityScorer]] = {}
@@ -41,4 +45,7 @@ def build_scorer(name: str, cfg: dict[str, Any]) -> ToxicityScorer:
         raise VlmSafetyError(
             f"toxicity.{name}: unknown scorer type {type_name!r}; known: {', '.join(sorted(_SCORERS))}"
         )
-    return _SCORERS[type_name](name=name, **cfg)
+    cls = _SCORERS[type_name]
+    check_options(f"toxicity.{name}", cls, cfg)
+    return cls(name=name, **cfg)
+
