@@ -58,3 +58,14 @@ def test_unknown_variant_and_option_are_one_line_errors():
         build_judge("kw", {"type": "keyword", "variant": "nope"})
     with pytest.raises(VlmSafetyError, match="judge.kw: unknown option 'lists'"):
         build_judge("kw", {"type": "keyword", "lists": "gcg"})
+
+
+def test_llm_judge_config_errors_are_one_line():
+    # option names are checked before anything loads, through the subclass's **kwargs to its parent
+    with pytest.raises(VlmSafetyError, match="judge.lg: unknown option 'treshold'; valid options: threshold"):
+        build_judge("lg", {"type": "llamaguard3", "builtin": "tiny_llamaguard3", "treshold": 0.3})
+    with pytest.raises(VlmSafetyError, match="judge.lg sets none of path, builtin or id"):
+        build_judge("lg", {"type": "llamaguard3", "device": "cpu"})
+    # offline (tests set HF_HUB_OFFLINE): a hub id that is not cached names the fix
+    with pytest.raises(VlmSafetyError, match=r"cannot load 'meta-llama/Llama-Guard-3-8B' .* set judge.lg.path"):
+        build_judge("lg", {"type": "llamaguard3", "id": "meta-llama/Llama-Guard-3-8B", "device": "cpu"})

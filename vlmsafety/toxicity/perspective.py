@@ -3,7 +3,7 @@
 - Key: only from the environment variable PERSPECTIVE_API_KEY, sent in the `X-Goog-Api-Key`
   header (never in the URL, so no logged URL can carry it), never stored in any file or record.
 - Rate: one limiter per endpoint for the whole process (every job of a sweep, every retry)
-  spaces request starts by at least 1/qps seconds (default 1 QPS, the default quota).
+  spaces request starts by at least 1.05/qps seconds (default 1 QPS, the default quota).
 - Retries: 429, 5xx, timeouts, connection errors and malformed replies are retried with
   exponential backoff and jitter (tenacity), up to `max_attempts`; then the item is recorded as
   unscored (None, with an `error`), never as 0. Other 4xx answers are item-specific and not
@@ -11,7 +11,7 @@
 - Texts longer than `max_bytes` (3000) UTF-8 bytes are cut on a character boundary and the
   item gets `"truncated": true` beside its scores. Empty texts are not sent (unscored).
 - Cache: one JSON file per (sha256 of the text sent, attributes, languages) under
-  `$VLMSAFETY_CACHE/perspective/`, written atomically (safe with two processes); a re-run sends
+  `$VLMSAFETY_CACHE/perspective/` (or `cache_dir`), written atomically (safe with two processes); a re-run sends
   no request twice. Unscored items are not cached, so a re-run retries them.
 """
 
@@ -65,6 +65,9 @@ class RateLimiter:
             self._next = now + self.interval
 
 
+# Requests go out 5 % slower than the quota: the first request of a connection spends a few ms
+# connecting, so the server can see the next one arrive a little early.
+QPS_MARGIN = 1.05
 _LIMITERS: dict[str, RateLimiter] = {}
 _LIMITERS_LOCK = threading.Lock()
 
@@ -74,8 +77,9 @@ def shared_limiter(endpoint: str, qps: float) -> RateLimiter:
     if qps <= 0:
         raise VlmSafetyError(f"toxicity.perspective.qps must be > 0, got {qps}")
     with _LIMITERS_LOCK:
-        limiter = _LIMITERS.setdefault(endpoint, RateLimiter(1.0 / qps))
-        limiter.interval = max(limiter.interval, 1.0 / qps)
+        interval = QPS_MARGIN / qps
+        limiter = _LIMITERS.setdefault(endpoint, RateLimiter(interval))
+        limiter.interval = max(limiter.interval, interval)
         return limiter
 
 
@@ -141,6 +145,7 @@ class PerspectiveScorer(ToxicityScorer):
         backoff_max_s: float = 60.0,
         max_bytes: int = 3000,
         cache: bool = True,
+        cache_dir: str | None = None,
     ):
         super().__init__(name)
         key = os.environ.get(API_KEY_ENV, "").strip()
@@ -158,7 +163,7 @@ class PerspectiveScorer(ToxicityScorer):
         self.max_attempts = max(1, int(max_attempts))
         self.wait = wait_exponential_jitter(initial=float(backoff_initial_s), max=float(backoff_max_s), jitter=float(backoff_initial_s))
         self.max_bytes = int(max_bytes)
-        self.cache = ScoreCache(cache_root() / "perspective") if cache else None
+        self.cache = ScoreCache(Path(cache_dir) if cache_dir else cache_root() / "perspective") if cache else None
         # the key lives only in this client's default headers
         self._client = httpx.Client(timeout=float(timeout_s), headers={"X-Goog-Api-Key": key})
         self.requests_sent = 0
