@@ -143,3 +143,21 @@ def test_judge_loads_in_4bit_on_cpu():
     assert getattr(judge.model, "is_quantized", False)
     verdicts = judge.judge(_recs()[:2])
     assert all(0.0 <= v["score"] <= 1.0 for v in verdicts)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_judges_on_cuda_match_cpu_and_run_in_4bit(llamaguard3_standin, harmbench_cls_standin):
+    from conftest import _judge
+
+    recs = _recs()
+    cpu_scores = [v["score"] for v in llamaguard3_standin.judge(recs)]
+    cuda = _judge("lg_cuda", "llamaguard3", device="cuda", dtype="float32")
+    assert [v["score"] for v in cuda.judge(recs)] == pytest.approx(cpu_scores, abs=1e-3)
+    cls_cuda = _judge("cls_cuda", "harmbench_cls", device="cuda", dtype="float32")
+    assert [v["answer"] for v in cls_cuda.judge(recs)] == [v["answer"] for v in harmbench_cls_standin.judge(recs)]
+    four_bit = _judge("lg_cuda_4bit", "llamaguard3", device="cuda", quant="4bit")
+    assert getattr(four_bit.model, "is_quantized", False)
+    assert all(0.0 <= v["score"] <= 1.0 for v in four_bit.judge(recs))
+    vision = _judge("lgv_cuda", "llamaguard3_vision", device="cuda", quant="4bit")
+    assert all(0.0 <= v["score"] <= 1.0 for v in vision.judge(_recs(_image_field())))

@@ -111,3 +111,30 @@ def test_truncation_keeps_utf8_boundaries():
     assert perspective.truncate_utf8("abc", 3) == ("abc", False)
     assert perspective.truncate_utf8("abcé", 4) == ("abc", True)  # é is 2 bytes: dropped whole
     assert perspective.truncate_utf8("€€", 5) == ("€", True)  # 3-byte characters
+
+
+def test_a_key_on_the_command_line_is_refused_before_hydra_writes_it():
+    from vlmsafety.cli import check_no_secrets
+
+    for arg in ("toxicity.perspective.api_key=abc", "+toxicity.perspective.apiKey=abc", "x.hf_token=abc"):
+        with pytest.raises(VlmSafetyError, match="secrets come from environment variables only"):
+            check_no_secrets([arg])
+    check_no_secrets(["max_new_tokens=5", "layer=3", "toxicity=[perspective]"])  # ordinary overrides pass
+
+
+def test_cache_writes_are_atomic_under_concurrent_writers(tmp_path):
+    import json
+    import threading
+
+    cache = perspective.ScoreCache(tmp_path)
+    key = cache.key("same text", ["TOXICITY"], ["en"])
+    threads = [
+        threading.Thread(target=lambda v=v: [cache.put(key, {"TOXICITY": v}) for _ in range(20)]) for v in (0.25, 0.75)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    files = [f for f in tmp_path.rglob("*") if f.is_file()]
+    assert files == [cache.path(key)]  # no temp file left behind
+    assert json.loads(files[0].read_text())["scores"]["TOXICITY"] in (0.25, 0.75)  # one whole write, never a mix

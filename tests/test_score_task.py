@@ -104,3 +104,26 @@ def test_score_needs_an_existing_run_dir(tmp_path):
         score(OmegaConf.create({"run_dir": None}), tmp_path)
     with pytest.raises(VlmSafetyError, match="no generations.jsonl under"):
         score(OmegaConf.create({"run_dir": str(tmp_path)}), tmp_path)
+
+
+def test_score_one_job_of_a_sweep_updates_the_sweep_summary(sweep, tmp_path):
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from vlmsafety.tasks import get_task
+
+    sweep_dir = tmp_path / "copy"
+    shutil.copytree(sweep[0], sweep_dir)
+    cfg = OmegaConf.create(
+        {"run_dir": str(sweep_dir / "1"), "judge": {"keyword_harmbench": {"type": "keyword", "variant": "harmbench"}},
+         "toxicity": {}}
+    )
+    out = get_task("score")(cfg, tmp_path / "out")
+    assert out["jobs"] == [str(sweep_dir / "1")]
+    with open(sweep_dir / "summary.csv") as f:
+        rows = {r["job"]: r for r in csv.DictReader(f)}
+    assert rows["0"]["asr_keyword_harmbench"] == ""  # job 0 was not re-judged
+    m = json.loads((sweep_dir / "1" / "metrics.json").read_text())
+    assert rows["1"]["asr_keyword_harmbench"] == str(m["asr"]["keyword_harmbench"]["value"])
+    assert "keyword vs keyword_harmbench" in m["agreement"]
