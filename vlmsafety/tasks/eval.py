@@ -63,7 +63,7 @@ def run_eval(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     timings["total"] = time.perf_counter() - started
     metrics = build_metrics(cfg, adapter, layer, records, [j.name for j in judges], [s.name for s in scorers], timings)
     write_json_atomic(out_dir / METRICS, metrics)
-    log_result(metrics)
+    _log_result(metrics)
     return metrics
 
 
@@ -148,7 +148,7 @@ def build_metrics(
     }
 
 
-def log_result(m: dict[str, Any]) -> None:
+def _log_result(m: dict[str, Any]) -> None:
     """One log line: ASR per judge, benign refusal, degenerate rate, time."""
     parts = [
         f"{j}: ASR {v['value']:.2f} [{v['low']:.2f}, {v['high']:.2f}]" + (f" ({v['n_invalid']} invalid)" if v.get("n_invalid") else "")
@@ -159,7 +159,7 @@ def log_result(m: dict[str, Any]) -> None:
     degenerate = (m.get("degenerate") or {}).get("harmful", {}).get("value")
     if degenerate:
         parts.append(f"degenerate {degenerate:.2f}")
-    log.info("layer %s · %s · %.1fs", m["layer"], " · ".join(parts) or "no judged items", m["timings_s"]["total"])
+    log.info("layer %d · %s · %.1fs", m["layer"], " · ".join(parts) or "no judged items", m["timings_s"]["total"])
 
 
 @contextmanager

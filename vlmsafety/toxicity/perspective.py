@@ -198,11 +198,7 @@ class PerspectiveScorer(ToxicityScorer):
                 for i in indices:
                     results[i] = dict(scores) if scores is not None else self._unscored(error or "unscored")
                 bar.advance(task)
-        out = []
-        for res, cut in zip(results, truncated, strict=True):
-            assert res is not None
-            out.append({**res, "truncated": True} if cut else res)
-        return out
+        return [{**res, "truncated": True} if cut else res for res, cut in zip(results, truncated, strict=True) if res]
 
     def _unscored(self, error: str) -> dict[str, Any]:
         return {**{a: None for a in self.attributes}, "error": error}
