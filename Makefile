@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 LAYERS ?= range(0,25)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test sweep-layers report lint clean
+.PHONY: help setup run test sweep-layers report score lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ sweep-layers: $(STAMP)  ## sweep layers of any model: make sweep-layers ARGS="mo
 
 report: $(STAMP)  ## re-summarise a sweep: make report SWEEP=multirun_outputs/DATE/TIME
 	$(PY) run.py task=report sweep_dir=$(SWEEP)
+
+score: $(STAMP)  ## re-judge a run without generating: make score RUN=multirun_outputs/DATE/TIME JUDGES="[keyword,llamaguard3]"
+	$(PY) run.py task=score run_dir=$(RUN) judge='$(or $(JUDGES),[keyword])'
 
 lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check vlmsafety tests run.py

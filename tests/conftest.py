@@ -43,3 +43,27 @@ def tiny_llava(cpu):
 def tiny_mllama(cpu):
     """The tiny_mllama adapter (MllamaForConditionalGeneration), loaded once."""
     return _load("tiny_mllama", "mllama", cpu)
+
+
+def _judge(name: str, type_name: str, **kwargs):
+    from vlmsafety.judges import build_judge
+
+    return build_judge(name, {"type": type_name, "builtin": f"tiny_{type_name}", "device": "cpu", **kwargs})
+
+
+@pytest.fixture(scope="session")
+def llamaguard3_standin(cpu):
+    """The Llama Guard 3 judge on its tiny stand-in (LlamaForCausalLM, official template), loaded once."""
+    return _judge("llamaguard3_standin", "llamaguard3", batch_size=3)
+
+
+@pytest.fixture(scope="session")
+def llamaguard3_vision_standin(cpu):
+    """The Llama Guard 3 Vision judge on its tiny stand-in (MllamaForConditionalGeneration), loaded once."""
+    return _judge("llamaguard3_vision_standin", "llamaguard3_vision", batch_size=3)
+
+
+@pytest.fixture(scope="session")
+def harmbench_cls_standin(cpu):
+    """The HarmBench classifier judge on its tiny stand-in (LlamaForCausalLM, Llama-2 tokens), loaded once."""
+    return _judge("harmbench_cls_standin", "harmbench_cls", batch_size=3)

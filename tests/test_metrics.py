@@ -2,7 +2,15 @@ import math
 
 import pytest
 
-from vlmsafety.metrics import judge_metrics, rate, summarize_scores, wilson_interval
+from vlmsafety.metrics import (
+    agreement,
+    cohen_kappa,
+    degenerate_metrics,
+    judge_metrics,
+    rate,
+    summarize_scores,
+    wilson_interval,
+)
 from vlmsafety.records import GenerationRecord
 
 
@@ -47,3 +55,73 @@ def test_judge_metrics_split_harmful_and_benign():
     assert m["asr"]["kw"]["value"] == pytest.approx(2 / 3)
     assert m["refusal_rate_benign"]["kw"]["value"] == 0.5
     assert math.isclose(m["asr"]["kw"]["low"], wilson_interval(2, 3)[0])
+
+
+def test_cohen_kappa_hand_computed():
+    # a = 1 1 1 0 0 0 1 0 ; b = 1 1 0 0 0 1 1 0 → agree on 6/8: p_o = 0.75
+    # p(a=1) = 4/8, p(b=1) = 4/8 → p_e = 0.5·0.5 + 0.5·0.5 = 0.5 → kappa = (0.75-0.5)/(1-0.5) = 0.5
+    a = [1, 1, 1, 0, 0, 0, 1, 0]
+    b = [1, 1, 0, 0, 0, 1, 1, 0]
+    assert cohen_kappa(a, b) == pytest.approx(0.5)
+    # a = 1 1 1 1 1 0 0 0 0 0 ; b = 1 1 1 1 0 0 0 0 0 1 → p_o = 8/10
+    # p(a=1) = 0.5, p(b=1) = 0.5 → p_e = 0.5 → kappa = 0.6
+    assert cohen_kappa([1] * 5 + [0] * 5, [1, 1, 1, 1, 0, 0, 0, 0, 0, 1]) == pytest.approx(0.6)
+    # unbalanced margins: a = 1 1 1 0, b = 1 0 0 0 → p_o = 2/4; p_e = .75·.25 + .25·.75 = .375
+    # kappa = (.5 - .375) / .625 = 0.2
+    assert cohen_kappa([1, 1, 1, 0], [1, 0, 0, 0]) == pytest.approx(0.2)
+    assert cohen_kappa([1, 0, 1, 0], [0, 1, 0, 1]) == pytest.approx(-1.0)  # perfect disagreement
+    assert cohen_kappa([1, 0, 1], [1, 0, 1]) == pytest.approx(1.0)
+
+
+def test_cohen_kappa_degenerate_cases():
+    assert cohen_kappa([], []) is None
+    assert cohen_kappa([1, 1, 1], [1, 1, 1]) is None  # p_e = 1: undefined, not 1 or 0
+    assert cohen_kappa([0, 0], [0, 0]) is None
+    assert cohen_kappa([1, 1, 1, 1], [1, 1, 0, 0]) == pytest.approx(0.0)  # one constant rater: p_o = p_e
+    assert cohen_kappa([1, 1], [0, 0]) == pytest.approx(0.0)  # constant, opposite: p_o = p_e = 0
+    with pytest.raises(ValueError):
+        cohen_kappa([1], [1, 0])
+    assert agreement([1, 1, 1], [1, 1, 1]) == {"n": 3, "agreement": 1.0, "kappa": None}
+
+
+def _recs(rows, degenerate=()):
+    """rows: (harmful, {judge: unsafe}) per record."""
+    out = []
+    for i, (harmful, verdicts) in enumerate(rows):
+        r = _rec(harmful, None)
+        r.id = str(i)
+        r.verdicts = {j: {"unsafe": u} for j, u in verdicts.items()}
+        r.degenerate = i in degenerate
+        out.append(r)
+    return out
+
+
+def test_invalid_verdicts_leave_the_denominator_and_are_counted():
+    recs = _recs([
+        (True, {"cls": True, "kw": True}),
+        (True, {"cls": None, "kw": True}),
+        (True, {"cls": False, "kw": False}),
+        (True, {"cls": True, "kw": True}),
+        (False, {"cls": None, "kw": False}),
+        (False, {"cls": False, "kw": True}),
+    ], degenerate={3})
+    m = judge_metrics(recs, ["kw", "cls"])
+    assert (m["asr"]["cls"]["k"], m["asr"]["cls"]["n"], m["asr"]["cls"]["n_invalid"]) == (2, 3, 1)
+    assert m["asr"]["cls"]["value"] == pytest.approx(2 / 3)
+    assert (m["asr"]["kw"]["k"], m["asr"]["kw"]["n"], m["asr"]["kw"]["n_invalid"]) == (3, 4, 0)
+    assert (m["refusal_rate_benign"]["cls"]["n"], m["refusal_rate_benign"]["cls"]["n_invalid"]) == (1, 1)
+    # non-degenerate: record 3 is flagged, so kw counts records 0,1,2 → 2/3; cls records 0,2 → 1/2
+    assert m["asr_non_degenerate"]["kw"]["value"] == pytest.approx(2 / 3)
+    assert m["asr_non_degenerate"]["cls"]["value"] == pytest.approx(1 / 2)
+    assert m["outcomes"]["cls"] == {"compliance": 1, "degenerate": 2, "refusal": 1}
+    assert m["outcomes"]["kw"] == {"compliance": 2, "degenerate": 1, "refusal": 1}
+    # agreement over harmful records both answered validly: 0, 2, 3 → all agree
+    pair = m["agreement"]["kw vs cls"]
+    assert pair["n"] == 3 and pair["agreement"] == 1.0 and pair["kappa"] == pytest.approx(1.0)
+
+
+def test_one_judge_has_no_agreement_and_degenerate_rate_is_counted():
+    recs = _recs([(True, {"kw": True}), (True, {"kw": False}), (False, {"kw": False})], degenerate={0, 2})
+    assert judge_metrics(recs, ["kw"])["agreement"] == {}
+    d = degenerate_metrics(recs)
+    assert (d["harmful"]["k"], d["harmful"]["n"]) == (1, 2) and d["benign"]["value"] == 1.0

@@ -10,10 +10,24 @@ from vlmsafety.errors import VlmSafetyError
 
 GROUPS = ("model", "attack", "unlearn", "judge", "toxicity", "experiment")
 _SWEEP_FUNCTION = re.compile(r"^\s*(range|choice|interval|glob|tag|sort|shuffle)\(")
+_SECRET_KEY = re.compile(r"^(.*_)?(api_?key|secret|password)$|^(hf_|access_|auth_)?token$", re.IGNORECASE)
+
+
+def check_no_secrets(argv: Sequence[str]) -> None:
+    """Refuse `...api_key=...`-like overrides before Hydra copies them into .hydra/overrides.yaml."""
+    for arg in argv:
+        key = arg.split("=", 1)[0] if "=" in arg else ""
+        if _SECRET_KEY.search(key.rsplit(".", 1)[-1]):
+            raise VlmSafetyError(
+                f"refusing the override {key}=...: secrets come from environment variables only (e.g. "
+                "PERSPECTIVE_API_KEY) and are never written into a config snapshot"
+            )
 
 
 def check_group_overrides(argv: Sequence[str], conf_dir: Path) -> None:
-    """Raise one clear line for `group=option` overrides that name an option that does not exist."""
+    """Raise one clear line for `group=option` overrides that name an option that does not exist,
+    or for an override that would put a secret on the command line (and so into the snapshot)."""
+    check_no_secrets(argv)
     for arg in argv:
         m = re.match(r"^[+~]{0,2}(?P<group>[a-z_]+)=(?P<value>.*)$", arg)
         if not m or m["group"] not in GROUPS:

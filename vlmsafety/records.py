@@ -29,8 +29,14 @@ class GenerationRecord:
     response: str
     n_new_tokens: int
     target: str | None = None  # the attack item's reference answer, when the set has one
+    context: str | None = None  # the attack item's context (HarmBench contextual behaviors), if any
+    # degenerate-output heuristic on `response` (vlmsafety/judges/outcome.py): why it is degenerate, or None
+    degenerate: bool = False
+    degenerate_reason: str | None = None
+    # per judge: {"unsafe": bool | None (None = invalid answer), "outcome": refusal|compliance|degenerate, ...}
     verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
-    toxicity: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    # per scorer: {attribute: score in [0, 1] or None (unscored)}, plus the flags in toxicity.base.FLAGS
+    toxicity: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)

@@ -23,12 +23,13 @@ from vlmsafety.ui import console
 log = logging.getLogger(__name__)
 
 SUMMARY_CSV = "summary.csv"
+MAX_KAPPA_COLUMNS = 3  # judge pairs shown as columns of the main table; all of them go in agreement_table
 ASR_PNG = "asr_vs_layer.png"
 
 
 def find_jobs(sweep_dir: Path) -> list[Path]:
     """Job folders under `sweep_dir`: every folder (at any depth) that holds a metrics.json."""
-    return sorted({p.parent for p in sweep_dir.rglob(METRICS)}, key=_natural_key)
+    return sorted({p.parent for p in sweep_dir.rglob(METRICS)}, key=natural_key)
 
 
 def collect(sweep_dir: Path) -> pd.DataFrame:
@@ -55,12 +56,23 @@ def _row(job: Path, sweep_dir: Path) -> dict[str, Any]:
         "n_benign": m.get("n_benign"),
         "rows_skipped": m.get("attack_rows_skipped"),
     }
+    degenerate = (m.get("degenerate") or {}).get("harmful")
+    if degenerate is not None:
+        row["degenerate_rate"] = degenerate["value"]
     for judge, r in (m.get("asr") or {}).items():
         row[f"asr_{judge}"] = r["value"]
         row[f"asr_{judge}_low"] = r["low"]
         row[f"asr_{judge}_high"] = r["high"]
+        if "n_invalid" in r:
+            row[f"invalid_{judge}"] = r["n_invalid"]
+    for judge, r in (m.get("asr_non_degenerate") or {}).items():
+        row[f"nondegen_asr_{judge}"] = r["value"]
     for judge, r in (m.get("refusal_rate_benign") or {}).items():
         row[f"benign_refusal_{judge}"] = r["value"]
+    for pair, a in (m.get("agreement") or {}).items():
+        key = pair.replace(" vs ", "_vs_")
+        row[f"agreement_{key}"] = a["agreement"]
+        row[f"kappa_{key}"] = a["kappa"]
     for scorer, attrs in (m.get("toxicity") or {}).items():
         for attr, s in attrs.items():
             row[f"tox_{scorer}_{attr}_mean"] = s.get("mean")
@@ -87,6 +99,9 @@ def write_summary(sweep_dir: str | Path, show: bool = True) -> dict[str, Path]:
         write_bytes_atomic(paths["png"], png)
     if show:
         console.print(summary_table(df))
+        agreement = agreement_table(df)
+        if agreement is not None:
+            console.print(agreement)
         for kind, path in paths.items():
             console.print(f"{kind}: {path}")
     return paths
@@ -97,14 +112,22 @@ def judges_in(df: pd.DataFrame) -> list[str]:
 
 
 def summary_table(df: pd.DataFrame) -> Table:
+    """The sweep as a rich table: per job, one column per judge side by side (ASR [95 % CI], ASR
+    over non-degenerate responses, benign refusal), the degenerate rate, Cohen's kappa per judge
+    pair (up to 3 pairs; `agreement_table` has them all) and toxicity means."""
     judges = judges_in(df)
     table = Table(title="ASR by layer", header_style="bold")
     for col in ("model", "attack", "layer", "n"):
         table.add_column(col, justify="right" if col in ("layer", "n") else "left", no_wrap=True)
+    show_degenerate = "degenerate_rate" in df
+    if show_degenerate:
+        table.add_column("degen-\nerate", justify="right")
     for j in judges:
-        table.add_column(f"ASR {j}\n[95% CI]", justify="right", no_wrap=True)
-        if f"benign_refusal_{j}" in df:
-            table.add_column(f"refusal\n(benign)\n{j}", justify="right")
+        table.add_column(f"ASR {j}\n[95% CI]\nnon-degen. / benign refusal", justify="right")
+    kappa_cols = [c for c in df.columns if c.startswith("kappa_")]
+    kappa_cols = kappa_cols if len(kappa_cols) <= MAX_KAPPA_COLUMNS else []
+    for c in kappa_cols:
+        table.add_column("κ " + c[len("kappa_") :].replace("_vs_", "\n/ "), justify="right")
     tox_cols = [c for c in df.columns if c.startswith("tox_") and c.endswith("_mean")]
     for c in tox_cols:
         scorer, attr = c[4:-5].split("_", 1)
@@ -117,17 +140,52 @@ def summary_table(df: pd.DataFrame) -> Table:
         if layer and r.get("default_layer") == r["layer"]:
             layer += "*"
         cells = [str(r["model"]), str(r["attack"]), layer, _fmt_int(r["n"])]
+        if show_degenerate:
+            cells.append(_fmt(r.get("degenerate_rate")))
         for j in judges:
-            v = r.get(f"asr_{j}")
-            cells.append("—" if pd.isna(v) else f"{v:.2f} [{r[f'asr_{j}_low']:.2f},{r[f'asr_{j}_high']:.2f}]")
-            if f"benign_refusal_{j}" in df:
-                b = r.get(f"benign_refusal_{j}")
-                cells.append("—" if pd.isna(b) else f"{b:.2f}")
+            cells.append(_judge_cell(r, j))
+        cells += [_fmt(r.get(c)) for c in kappa_cols]
         cells += ["—" if pd.isna(r[c]) else f"{r[c]:.3f}" for c in tox_cols]
         if show_status:
             cells.append(str(r["status"]) + (f": {r['error']}" if isinstance(r.get("error"), str) else ""))
         table.add_row(*cells)
-    table.caption = "* = the model's trained default layer; toxicity = mean over responses to harmful prompts"
+    table.caption = (
+        "* = the model's trained default layer; degenerate = share of responses to harmful prompts flagged "
+        "(empty, looping, word salad); non-degen. = ASR without them and without invalid verdicts; "
+        "κ = Cohen's kappa between judges; toxicity = mean over responses to harmful prompts"
+    )
+    return table
+
+
+def _judge_cell(r: pd.Series, j: str) -> str:
+    v = r.get(f"asr_{j}")
+    cell = "—" if v is None or pd.isna(v) else f"{v:.2f} [{r[f'asr_{j}_low']:.2f},{r[f'asr_{j}_high']:.2f}]"
+    invalid = r.get(f"invalid_{j}")
+    if invalid is not None and not pd.isna(invalid) and invalid > 0:
+        cell += f" ({int(invalid)} invalid)"
+    extra = [_fmt(r.get(f"{prefix}_{j}")) for prefix in ("nondegen_asr", "benign_refusal") if f"{prefix}_{j}" in r]
+    return cell + ("\n" + " / ".join(extra) if extra else "")
+
+
+def agreement_table(df: pd.DataFrame) -> Table | None:
+    """Per judge pair over the sweep's jobs: mean observed agreement and Cohen's kappa (min–max)."""
+    pairs = [c[len("kappa_") :] for c in df.columns if c.startswith("kappa_")]
+    if not pairs:
+        return None
+    table = Table(title="Judge agreement (harmful prompts, per job)", header_style="bold")
+    for col in ("judges", "agreement (mean)", "κ mean", "κ min–max", "jobs with κ"):
+        table.add_column(col, justify="left" if col == "judges" else "right")
+    for pair in pairs:
+        kappa = pd.to_numeric(df[f"kappa_{pair}"], errors="coerce").dropna()
+        agree = pd.to_numeric(df[f"agreement_{pair}"], errors="coerce").dropna()
+        table.add_row(
+            pair.replace("_vs_", " / "),
+            _fmt(agree.mean() if len(agree) else None),
+            _fmt(kappa.mean() if len(kappa) else None),
+            f"{kappa.min():.2f}–{kappa.max():.2f}" if len(kappa) else "—",
+            f"{len(kappa)}/{len(df)}",
+        )
+    table.caption = "κ is undefined (—) for a job where both judges gave every response the same label"
     return table
 
 
@@ -178,11 +236,15 @@ class SweepSummaryCallback(Callback):
             log.error("%s", e)
 
 
+def _fmt(v: Any) -> str:
+    return "—" if v is None or pd.isna(v) else f"{v:.2f}"
+
+
 def _fmt_int(v: Any) -> str:
     return "" if pd.isna(v) else str(int(v))
 
 
-def _natural_key(p: Path) -> list[Any]:
+def natural_key(p: Path) -> list[Any]:
     import re
 
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p))]

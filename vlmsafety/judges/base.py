@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from vlmsafety.errors import check_options
 from vlmsafety.records import GenerationRecord
 from vlmsafety.registry import Registry
 
@@ -18,7 +19,11 @@ class Judge(ABC):
 
     @abstractmethod
     def judge(self, records: Sequence[GenerationRecord]) -> list[dict[str, Any]]:
-        """One verdict per record: {"unsafe": bool, ...} plus judge-specific fields (score, raw)."""
+        """One verdict per record: {"unsafe": bool, ...} plus judge-specific fields (score, raw).
+
+        `unsafe` is None when the judge's own answer was invalid (neither verdict): such a record
+        is left out of ASR denominators and counted as invalid, never silently safe.
+        """
 
 
 def _load_builtins() -> None:
@@ -36,4 +41,6 @@ def build_judge(name: str, cfg: dict[str, Any]) -> Judge:
     """Instantiate the judge configured as `judge.<name>` (its `type` picks the class)."""
     cfg = dict(cfg)
     type_name = cfg.pop("type", name)
-    return JUDGES.get(type_name, where=f"judge.{name}")(name=name, **cfg)
+    cls = JUDGES.get(type_name, where=f"judge.{name}")
+    check_options(f"judge.{name}", cls, cfg)
+    return cls(name=name, **cfg)

@@ -57,7 +57,7 @@ def load_adapter(spec: Any, device: torch.device) -> FamilyAdapter:
     model = family.model_class.from_pretrained(
         source, dtype=dtype, use_safetensors=True, **common, **_placement(spec, device, dtype, family)
     )
-    if not _placed_by_accelerate(model):
+    if not placed_by_accelerate(model):
         model.to(device)
     model.eval()
     log.info("loaded %s from %s (%s, %s)", spec.get("name"), source, dtype, spec.get("quant", "none"))
@@ -67,31 +67,39 @@ def load_adapter(spec: Any, device: torch.device) -> FamilyAdapter:
 
 
 def _placement(spec: Any, device: torch.device, dtype: torch.dtype, family: type[FamilyAdapter]) -> dict[str, Any]:
-    quant = str(spec.get("quant", "none")).lower()
+    skip = list(spec.get("quant_skip_modules") or family.quant_skip_modules)
+    return quantization_kwargs(str(spec.get("quant", "none")), device, dtype, skip, where="model.quant")
+
+
+def quantization_kwargs(
+    quant: str, device: torch.device, dtype: torch.dtype, skip_modules: list[str], where: str = "model.quant"
+) -> dict[str, Any]:
+    """`from_pretrained` kwargs for bitsandbytes 4-bit (NF4, double quantization) or 8-bit; {} for none."""
+    quant = quant.lower()
     if quant in {"none", "null", "false"}:
         return {}
     if quant not in {"4bit", "8bit"}:
-        raise VlmSafetyError(f"model.quant={quant!r} is not supported; use none, 4bit or 8bit")
+        raise VlmSafetyError(f"{where}={quant!r} is not supported; use none, 4bit or 8bit")
     try:
         from transformers import BitsAndBytesConfig
     except ImportError as e:  # pragma: no cover
-        raise VlmSafetyError(f"model.quant={quant} needs bitsandbytes: pip install bitsandbytes ({e})") from None
-    skip = list(spec.get("quant_skip_modules") or family.quant_skip_modules)
+        raise VlmSafetyError(f"{where}={quant} needs bitsandbytes: pip install bitsandbytes ({e})") from None
     if quant == "4bit":
         qcfg = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16 if device.type == "cuda" else dtype,
-            llm_int8_skip_modules=skip,
+            llm_int8_skip_modules=skip_modules,
         )
     else:
-        qcfg = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+        qcfg = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip_modules)
     device_map: Any = "auto" if device.type == "cuda" else {"": str(device)}
     return {"quantization_config": qcfg, "device_map": device_map}
 
 
-def _placed_by_accelerate(model: Any) -> bool:
+def placed_by_accelerate(model: Any) -> bool:
+    """Whether `from_pretrained` already put the model on its device(s) (device map or quantization)."""
     return getattr(model, "hf_device_map", None) is not None or getattr(model, "is_quantized", False)
 
 

@@ -15,9 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 from vlmsafety import environment
 from vlmsafety.attacks import AttackItem, AttackSet, load_attack_set
 from vlmsafety.layers import resolve_layer
-from vlmsafety.metrics import judge_metrics, toxicity_metrics
 from vlmsafety.models.base import FamilyAdapter, GenerationSettings
 from vlmsafety.records import GENERATIONS, METRICS, GenerationRecord, write_json_atomic, write_jsonl_atomic
+from vlmsafety.scoring import apply_judges, apply_scorers, judging_metrics
 from vlmsafety.tasks import register_task
 from vlmsafety.ui import progress
 from vlmsafety.worker import Worker, get_worker
@@ -50,18 +50,16 @@ def run_eval(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         cfg.attack.name, n_harmful, len(items) - n_harmful, environment.device_description(device),
     )
 
+    # judges and scorers load before generating, so that a missing key or checkpoint fails fast
+    with _timed(timings, "judge_load"):
+        judges = worker.judges(cfg.get("judge"))
+        scorers = worker.scorers(cfg.get("toxicity"))
     torch.manual_seed(int(cfg.seed))
     records = generate_records(cfg, worker, adapter, items, layer, timings)
     with _timed(timings, "judge"):
-        judges = worker.judges(cfg.get("judge"))
-        for judge in judges:
-            for rec, verdict in zip(records, judge.judge(records), strict=True):
-                rec.verdicts[judge.name] = verdict
+        apply_judges(records, judges)
     with _timed(timings, "toxicity"):
-        scorers = worker.scorers(cfg.get("toxicity"))
-        for scorer in scorers:
-            for rec, scores in zip(records, scorer.score([r.response for r in records]), strict=True):
-                rec.toxicity[scorer.name] = scores
+        apply_scorers(records, scorers)
 
     write_jsonl_atomic(out_dir / GENERATIONS, records)
     timings["total"] = time.perf_counter() - started
@@ -110,6 +108,7 @@ def generate_records(
                         behavior=it.behavior or it.text, prompt=prompt,
                         image={"spec": it.image.to_dict(), "sha256": r[1]} if r else None,
                         layer=layer, response=out.text, n_new_tokens=out.n_new_tokens, target=it.target,
+                        context=it.context,
                     )
                 )
             bar.advance(task)
@@ -140,8 +139,7 @@ def build_metrics(
         "n": len(records),
         "n_harmful": sum(r.harmful for r in records),
         "n_benign": sum(not r.harmful for r in records),
-        **judge_metrics(records, judge_names),
-        "toxicity": toxicity_metrics(records, scorer_names),
+        **judging_metrics(records, judge_names, scorer_names),
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "device": environment.device_description(device),
         "device_hours": hours,
@@ -157,10 +155,16 @@ def build_metrics(
 
 
 def _log_result(m: dict[str, Any]) -> None:
+    """One log line: ASR per judge, benign refusal, degenerate rate, time."""
     parts = [
-        f"{j}: ASR {v['value']:.2f} [{v['low']:.2f}, {v['high']:.2f}]" for j, v in m["asr"].items() if v["value"] is not None
+        f"{j}: ASR {v['value']:.2f} [{v['low']:.2f}, {v['high']:.2f}]" + (f" ({v['n_invalid']} invalid)" if v.get("n_invalid") else "")
+        for j, v in m["asr"].items()
+        if v["value"] is not None
     ]
     parts += [f"{j}: benign refusal {v['value']:.2f}" for j, v in m["refusal_rate_benign"].items() if v["value"] is not None]
+    degenerate = (m.get("degenerate") or {}).get("harmful", {}).get("value")
+    if degenerate:
+        parts.append(f"degenerate {degenerate:.2f}")
     log.info("layer %d · %s · %.1fs", m["layer"], " · ".join(parts) or "no judged items", m["timings_s"]["total"])
 
 

@@ -6,7 +6,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from vlmsafety.errors import check_options
 from vlmsafety.registry import Registry
+
+# Keys a scorer may store beside its attribute scores: `truncated` (True when the text was cut
+# before scoring) and `error` (why an item is unscored). Everything else in a scorer's dict is an attribute.
+FLAGS = ("truncated", "error")
 
 
 class ToxicityScorer(ABC):
@@ -16,8 +21,8 @@ class ToxicityScorer(ABC):
         self.name = name
 
     @abstractmethod
-    def score(self, texts: Sequence[str]) -> list[dict[str, float | None]]:
-        """One {attribute: score or None} dict per text."""
+    def score(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+        """One {attribute: score or None} dict per text (plus any of FLAGS)."""
 
 
 def _load_builtins() -> None:
@@ -35,4 +40,6 @@ def build_scorer(name: str, cfg: dict[str, Any]) -> ToxicityScorer:
     """Instantiate the scorer configured as `toxicity.<name>` (its `type` picks the class)."""
     cfg = dict(cfg)
     type_name = cfg.pop("type", name)
-    return SCORERS.get(type_name, where=f"toxicity.{name}")(name=name, **cfg)
+    cls = SCORERS.get(type_name, where=f"toxicity.{name}")
+    check_options(f"toxicity.{name}", cls, cfg)
+    return cls(name=name, **cfg)

@@ -1,4 +1,4 @@
-"""Built-in models: tiny VLMs built locally from configs, cached as `save_pretrained` folders.
+"""Built-in models: tiny VLMs (and judge stand-ins) built locally from configs, cached as `save_pretrained` folders.
 
 A built-in model is loaded with exactly the `from_pretrained(path)` code that serves a hub id or
 a local checkpoint; building only decides what sits in the folder. The cache lives under
@@ -66,7 +66,7 @@ def ensure_builtin(name: str) -> Path:
 
 
 def _register_all() -> None:
-    from vlmsafety.models.builtin import tiny_llava  # noqa: F401
+    from vlmsafety.models.builtin import tiny_judges, tiny_llava  # noqa: F401
 
     try:
         from vlmsafety.models.builtin import tiny_mllama  # noqa: F401

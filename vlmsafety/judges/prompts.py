@@ -1,0 +1,39 @@
+"""The official judge prompts, pinned verbatim as files in `templates/` (sources in templates/README.md).
+
+Each file's sha256 is pinned here: a changed byte (an editor's trailing newline, a "fix" to a
+typo in an official prompt) stops the judge with one error line instead of silently changing
+what every verdict means.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from importlib import resources
+
+from vlmsafety.errors import VlmSafetyError
+
+LLAMA_GUARD_3 = "llama_guard_3_8b.chat_template.jinja"
+LLAMA_GUARD_3_VISION = "llama_guard_3_11b_vision.chat_template.jinja"
+HARMBENCH_CLS = "harmbench_llama2_cls_prompt.txt"
+HARMBENCH_CLS_CONTEXTUAL = "harmbench_llama2_cls_prompt_contextual.txt"
+
+PINNED_SHA256: dict[str, str] = {
+    LLAMA_GUARD_3: "f24c6f8f7c536e7be06b8c653e3e700d0c4af28aadde6276ddd04346a8c210e4",
+    LLAMA_GUARD_3_VISION: "e3108570b739f3092ab9c13f9d5ae487218582a222e26d7e87825c1556cbf8e9",
+    HARMBENCH_CLS: "4016eb2e1758f37cfbf37f0e1540f15f26857e048c28e69796c23337ae0a285a",
+    HARMBENCH_CLS_CONTEXTUAL: "5d6bb9e3cf4d1e5f3f7620093113222ee115af75b0b2913f00e4c7225ec9f219",
+}
+
+
+@functools.cache
+def load_prompt(name: str) -> str:
+    """The pinned prompt file `name`, checked against its sha256."""
+    data = resources.files("vlmsafety.judges").joinpath("templates", name).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != PINNED_SHA256[name]:
+        raise VlmSafetyError(
+            f"vlmsafety/judges/templates/{name} was modified (sha256 {digest[:12]}…, pinned "
+            f"{PINNED_SHA256[name][:12]}…); restore the official text with git checkout"
+        )
+    return data.decode("utf-8")
