@@ -43,3 +43,10 @@ def tiny_llava(cpu):
 def tiny_mllama(cpu):
     """The tiny_mllama adapter (MllamaForConditionalGeneration), loaded once."""
     return _load("tiny_mllama", "mllama", cpu)
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_next(cpu):
+    """The tiny_llava_next adapter (LlavaNextForConditionalGeneration, anyres tiles), loaded once."""
+    return _load("tiny_llava_next", "llava_next", cpu)
+

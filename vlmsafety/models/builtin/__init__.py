@@ -66,9 +66,4 @@ def ensure_builtin(name: str) -> Path:
 
 
 def _register_all() -> None:
-    from vlmsafety.models.builtin import tiny_llava  # noqa: F401
-
-    try:
-        from vlmsafety.models.builtin import tiny_mllama  # noqa: F401
-    except ImportError:  # pragma: no cover - present once the Mllama family lands
-        pass
+    from vlmsafety.models.builtin import tiny_llava, tiny_llava_next, tiny_mllama  # noqa: F401
