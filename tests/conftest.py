@@ -50,3 +50,14 @@ def tiny_llava_next(cpu):
     """The tiny_llava_next adapter (LlavaNextForConditionalGeneration, anyres tiles), loaded once."""
     return _load("tiny_llava_next", "llava_next", cpu)
 
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_vl(cpu):
+    """The tiny_qwen2_vl adapter (Qwen2VLForConditionalGeneration), loaded once."""
+    return _load("tiny_qwen2_vl", "qwen2_vl", cpu)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen25_vl(cpu):
+    """The tiny_qwen25_vl adapter (Qwen2_5_VLForConditionalGeneration, window attention), loaded once."""
+    return _load("tiny_qwen25_vl", "qwen2_5_vl", cpu)

@@ -66,4 +66,4 @@ def ensure_builtin(name: str) -> Path:
 
 
 def _register_all() -> None:
-    from vlmsafety.models.builtin import tiny_llava, tiny_llava_next, tiny_mllama  # noqa: F401
+    from vlmsafety.models.builtin import tiny_llava, tiny_llava_next, tiny_mllama, tiny_qwen2_vl  # noqa: F401
