@@ -24,6 +24,7 @@ def register_task(name: str) -> Callable[[Task], Task]:
 
 def get_task(name: str) -> Task:
     from vlmsafety.tasks import eval as _eval  # noqa: F401
+    from vlmsafety.tasks import inspect as _inspect  # noqa: F401
     from vlmsafety.tasks import report as _report  # noqa: F401
 
     if name not in _TASKS:
