@@ -12,11 +12,13 @@ from vlmsafety.models.base import GenerationSettings
 from vlmsafety.models.loading import _placement, load_adapter
 
 SETTINGS = GenerationSettings(max_new_tokens=6)
-# (built-in model, family, fixture of the same model unquantized, the modules that must stay unquantized)
+# built-in model (also the fixture of the same model unquantized): (family, modules that must stay unquantized)
 CASES = {
     "tiny_llava": ("llava", ("model.vision_tower", "model.multi_modal_projector")),
+    "tiny_llava_next": ("llava_next", ("model.vision_tower", "model.multi_modal_projector")),
+    "tiny_qwen2_vl": ("qwen2_vl", ("model.visual",)),
     "tiny_qwen25_vl": ("qwen2_5_vl", ("model.visual",)),
-}
+}  # tiny_mllama: tests/test_mllama.py
 QUANTIZED = ("Linear4bit", "Linear8bitLt")
 
 
