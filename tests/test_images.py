@@ -176,3 +176,46 @@ def test_image_sha256_includes_size_and_ignores_mode():
     # Same bytes, different shape: 2×8 and 8×2 must not collide.
     assert image_sha256(Image.new("RGB", (2, 8))) != image_sha256(Image.new("RGB", (8, 2)))
     assert image_sha256(Image.new("L", (3, 3), 200)) == image_sha256(Image.new("RGB", (3, 3), (200, 200, 200)))
+
+
+# ---- MM-SafetyBench typography ----------------------------------------------------------------------
+
+
+def test_typo_wraps_greedily_within_the_canvas():
+    from vlmsafety.attacks.images import find_font, load_font
+    from vlmsafety.attacks.typo import typo_lines
+
+    font = load_font(find_font(), 90)
+    phrase = "illegally obtain the personal banking details of a stranger online"
+    lines = typo_lines(phrase, font, 1024)
+    assert " ".join(line.strip() for line in lines) == phrase
+    assert len(lines) > 2
+    for line, following in zip(lines, lines[1:], strict=False):
+        assert font.getlength(line) <= 1024
+        # greedy: the next line's first word would not have fitted on this one
+        assert font.getlength(f"{line}{following.split(' ')[0]} ") > 1024
+    # a single word wider than the canvas gets its own line instead of an empty one before it
+    assert typo_lines("x" * 30 + " y", font, 1024) == ["x" * 30 + " ", "y "]
+
+
+def test_typo_image_geometry():
+    img = render_image(ImageSpec("typo", {"text": "sneak into a fixture concert"}))
+    # FreeMonoBold 90 pt advances 54 px per character: "sneak into a fixture " (21 × 54 > 1024) wraps.
+    assert img.mode == "RGB" and img.size == (1024, 90 * 3)
+    left, top, right, bottom = _ink_box(img)
+    assert left < 15 and 45 <= top <= 75 and right <= 1024 and bottom < 90 * 3
+    pixels = np.asarray(img)
+    assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()  # black on white
+
+
+def test_typo_font_size_and_width_are_configurable():
+    img = render_image(ImageSpec("typo", {"text": "a b c d e f g h", "font_size": 40, "width": 200}))
+    assert img.size[0] == 200 and img.size[1] % 40 == 0 and img.size[1] >= 3 * 40
+
+
+def test_typo_missing_font_is_one_actionable_line(tmp_path):
+    missing = tmp_path / "FreeMonoBold.ttf"
+    with pytest.raises(VlmSafetyError) as err:
+        render_image(ImageSpec("typo", {"text": "x", "font": str(missing)}))
+    msg = str(err.value)
+    assert "\n" not in msg and str(missing) in msg and "attack.typo_font" in msg and "fonts-freefont-ttf" in msg

@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
+from attack_fixtures import FIXTURES
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -87,3 +89,36 @@ def test_help_lists_the_config_groups():
     for group in ("model:", "attack:", "judge:", "toxicity:", "unlearn:"):
         assert group in p.stdout
     assert "tiny_llava" in p.stdout and "builtin_figstep" in p.stdout
+
+
+def test_sweep_over_upstream_attack_files_from_one_folder(tmp_path):
+    # The acceptance command: one attack.path folder serves both sets (each finds its upstream file name).
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(FIXTURES / "advbench" / "harmful_behaviors.csv", data)
+    shutil.copy(FIXTURES / "FigStep" / "data" / "question" / "safebench.csv", data)
+    with open(data / "harmful_behaviors.csv", "ab") as f:
+        f.write(b"Caf\xe9 fixture request that is not UTF-8,Sure\n")  # skipped and counted
+    sweep = tmp_path / "sweep"
+    p = run_cli(
+        "-m", "attack=advbench,figstep", "layer=10,23", f"attack.path={data}", "attack.on_bad_row=skip",
+        "limit=2", "max_new_tokens=2", f"hydra.sweep.dir={sweep}",
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    with open(sweep / "summary.csv") as f:
+        summary = list(csv.DictReader(f))
+    assert [(r["attack"], int(r["layer"]), r["status"], int(r["n"])) for r in summary] == [
+        ("advbench", 10, "complete", 2), ("advbench", 23, "complete", 2),
+        ("figstep", 10, "complete", 2), ("figstep", 23, "complete", 2),
+    ]
+    assert [int(r["rows_skipped"]) for r in summary] == [1, 1, 0, 0]
+    for row in summary:
+        m = json.loads((sweep / row["job"] / "metrics.json").read_text())
+        upstream = "harmful_behaviors.csv" if row["attack"] == "advbench" else "safebench.csv"
+        assert m["attack_source"] == str(data / upstream)
+        gens = [json.loads(line) for line in (sweep / row["job"] / "generations.jsonl").read_text().splitlines()]
+        if row["attack"] == "figstep":
+            assert all(g["image"]["spec"]["kind"] == "figstep" and g["id"].startswith("safebench-") for g in gens)
+        else:
+            assert all(g["image"] is None and g["id"].startswith("advbench-") for g in gens)
+    assert "skipped" in p.stderr and "data row 5" in p.stderr

@@ -53,6 +53,7 @@ def _row(job: Path, sweep_dir: Path) -> dict[str, Any]:
         "n": m.get("n"),
         "n_harmful": m.get("n_harmful"),
         "n_benign": m.get("n_benign"),
+        "rows_skipped": m.get("attack_rows_skipped"),
     }
     for judge, r in (m.get("asr") or {}).items():
         row[f"asr_{judge}"] = r["value"]

@@ -4,19 +4,34 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 
 from omegaconf import DictConfig, ListConfig
 
-from vlmsafety.attacks import builtin  # noqa: F401  (registers the "builtin" loader)
-from vlmsafety.attacks.base import AttackItem, ImageSpec, get_loader, register_attack
+# Importing a loader module registers its loaders (and typo.py its image recipe).
+from vlmsafety.attacks import (  # noqa: F401
+    advbench,
+    builtin,
+    figstep,
+    generic,
+    harmbench,
+    jailbreakbench,
+    jailbreakv,
+    mmsafetybench,
+    typo,
+    xstest,
+)
+from vlmsafety.attacks.base import AttackItem, AttackSet, ImageSpec, get_loader, register_attack
 from vlmsafety.attacks.images import image_sha256, register_recipe, render_image
 from vlmsafety.errors import VlmSafetyError
 
 __all__ = [
     "AttackItem",
+    "AttackSet",
     "ImageSpec",
     "image_sha256",
     "load_attack",
+    "load_attack_set",
     "register_attack",
     "register_recipe",
     "render_image",
@@ -34,13 +49,17 @@ def sample_items(items: Sequence[AttackItem], limit: int | None, seed: int) -> l
     return [items[i] for i in keep]
 
 
-def load_attack(attack_cfg: DictConfig, *, limit: int | None = None, seed: int = 0) -> list[AttackItem]:
-    """The items of the attack set `attack_cfg` describes, filtered by `attack_cfg.categories`, then sampled."""
+def load_attack_set(attack_cfg: DictConfig, *, limit: int | None = None, seed: int = 0) -> AttackSet:
+    """The attack set `attack_cfg` describes, filtered by `attack_cfg.categories`, then sampled.
+
+    `skipped` counts the rows the loader dropped under `attack.on_bad_row=skip` (before filtering).
+    """
     name = attack_cfg.get("name", attack_cfg.get("loader"))
     loader_name = attack_cfg.get("loader")
     if not loader_name:
         raise VlmSafetyError(f"attack {name!r} has no `loader` key; set attack.loader to a registered loader")
-    items = get_loader(str(loader_name))(attack_cfg)
+    loaded = get_loader(str(loader_name))(attack_cfg)
+    items = loaded.items
 
     categories = attack_cfg.get("categories")
     if categories is not None:
@@ -58,4 +77,9 @@ def load_attack(attack_cfg: DictConfig, *, limit: int | None = None, seed: int =
     items = sample_items(items, limit, seed)
     if not items:
         raise VlmSafetyError(f"attack {name!r} has no items left (categories={categories}, limit={limit})")
-    return items
+    return replace(loaded, items=items)
+
+
+def load_attack(attack_cfg: DictConfig, *, limit: int | None = None, seed: int = 0) -> list[AttackItem]:
+    """The items of `load_attack_set(attack_cfg, limit=limit, seed=seed)`."""
+    return load_attack_set(attack_cfg, limit=limit, seed=seed).items

@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from vlmsafety.errors import VlmSafetyError
+from vlmsafety.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,21 @@ class ImageSpec:
     kind: str
     params: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if "kind" in self.params:
+            # to_dict() writes params beside "kind": a param of that name would overwrite it.
+            raise VlmSafetyError(f"image spec {self.kind!r}: 'kind' is reserved and cannot be a param name")
+
     def to_dict(self) -> dict[str, Any]:
+        """The flat form written into records: {"kind": ..., **params}."""
         return {"kind": self.kind, **self.params}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ImageSpec:
+        """Inverse of `to_dict`."""
+        if "kind" not in d:
+            raise VlmSafetyError(f"image spec {d!r} has no 'kind'; expected e.g. {{'kind': 'file', 'path': ...}}")
+        return cls(str(d["kind"]), {k: v for k, v in d.items() if k != "kind"})
 
 
 @dataclass
@@ -52,23 +66,29 @@ class AttackItem:
         return d
 
 
-Loader = Callable[[DictConfig], list[AttackItem]]
-_LOADERS: dict[str, Loader] = {}
+@dataclass
+class AttackSet:
+    """What a loader returns: the items, how many bad rows it skipped, and where the rows came from."""
+
+    items: list[AttackItem]
+    skipped: int = 0  # rows dropped under attack.on_bad_row=skip
+    source: str = ""  # file(s) or hub id the rows were read from
+
+
+Loader = Callable[[DictConfig], AttackSet]
+
+
+def _load_builtins() -> None:
+    import vlmsafety.attacks  # noqa: F401  (registers the shipped loaders)
+
+
+LOADERS: Registry[Loader] = Registry("attack loader", _load_builtins)
 
 
 def register_attack(name: str) -> Callable[[Loader], Loader]:
     """Register a loader under the name that `attack.loader` uses to select it."""
-
-    def wrap(fn: Loader) -> Loader:
-        _LOADERS[name] = fn
-        return fn
-
-    return wrap
+    return LOADERS.register(name)
 
 
 def get_loader(name: str) -> Loader:
-    import vlmsafety.attacks  # noqa: F401  (registers the built-in loaders)
-
-    if name not in _LOADERS:
-        raise VlmSafetyError(f"unknown attack loader {name!r}; registered loaders: {', '.join(sorted(_LOADERS))}")
-    return _LOADERS[name]
+    return LOADERS.get(name, where="attack.loader")

@@ -12,7 +12,7 @@ import zlib
 
 from omegaconf import DictConfig
 
-from vlmsafety.attacks.base import AttackItem, ImageSpec, register_attack
+from vlmsafety.attacks.base import AttackItem, AttackSet, ImageSpec, register_attack
 from vlmsafety.attacks.images import DEFAULT_SIZE, FIGSTEP_PROMPT
 from vlmsafety.errors import VlmSafetyError
 
@@ -141,8 +141,11 @@ def _picture_seed(item_id: str) -> int:
 
 
 @register_attack("builtin")
-def load_builtin(attack: DictConfig) -> list[AttackItem]:
+def load_builtin(attack: DictConfig) -> AttackSet:
     """The built-in set with the image policy `attack.image` (picture | blank | figstep | none)."""
+    if attack.get("path"):
+        raise VlmSafetyError(f"the builtin attack set reads no file, but attack.path={attack.path}; pick a file-based attack "
+                             "(e.g. attack=advbench) or drop attack.path")
     policy = attack.get("image", "picture")
     policy = "none" if policy is None else str(policy)
     if policy not in IMAGE_POLICIES:
@@ -179,4 +182,4 @@ def load_builtin(attack: DictConfig) -> list[AttackItem]:
                 meta={**meta, "figstep_instruction": instruction},
             )
         )
-    return items
+    return AttackSet(items, source="vlmsafety.attacks.builtin")

@@ -194,9 +194,10 @@ _FONT_DIRS = (
     "~/.local/share/fonts",
     "~/.fonts",
 )
+FONT_INSTALL = "install it (`apt-get install fonts-freefont-ttf`, `dnf install gnu-free-mono-fonts`)"
 _FONT_HINT = (
-    f"install it (`apt-get install fonts-freefont-ttf`, `dnf install gnu-free-mono-fonts`) "
-    f"or set the image spec's params.font (attack.figstep_font for the builtin set) to a {FIGSTEP_FONT} path"
+    f"{FONT_INSTALL} or set the image spec's params.font (attack.figstep_font for the builtin set, "
+    f"attack.font for the figstep set) to a {FIGSTEP_FONT} path"
 )
 
 
@@ -229,26 +230,35 @@ def _font_candidates() -> Iterator[str]:
         pass
 
 
-def find_figstep_font(font: str | None = None) -> str:
-    """Path of FigStep's font: `font` if given (it must exist), else FreeMonoBold.ttf from a standard place."""
+def find_font(font: str | None = None, *, what: str = "FigStep", hint: str = _FONT_HINT) -> str:
+    """Path of the font: `font` if given (it must exist), else FreeMonoBold.ttf from a standard place.
+
+    what, hint: who needs the font and how to provide it, for the error message.
+    """
     if font is not None:
         path = os.path.expanduser(font)
         if not os.path.isfile(path):
-            raise VlmSafetyError(f"FigStep font not found at {path} (params.font); {_FONT_HINT}")
+            raise VlmSafetyError(f"{what} font not found at {path} (params.font); {hint}")
         return path
     for path in _font_candidates():
         if os.path.isfile(path):
             return path
-    raise VlmSafetyError(f"FigStep needs the font {FIGSTEP_FONT}, which was not found; {_FONT_HINT}")
+    raise VlmSafetyError(f"{what} needs the font {FIGSTEP_FONT}, which was not found; {hint}")
+
+
+def find_figstep_font(font: str | None = None) -> str:
+    """Path of FigStep's font: `font` if given (it must exist), else FreeMonoBold.ttf from a standard place."""
+    return find_font(font)
 
 
 @functools.lru_cache(maxsize=8)
-def _load_font(path: str, size: int) -> ImageFont.FreeTypeFont:
+def load_font(path: str, size: int, what: str = "FigStep", hint: str = _FONT_HINT) -> ImageFont.FreeTypeFont:
+    """The TrueType font at `path` in `size` points (cached); one-line error when the file is not a font."""
     try:
         # FreeTypeFont, not truetype(): on a bad file truetype() silently retries by base name elsewhere.
         return ImageFont.FreeTypeFont(path, size)
     except OSError as e:
-        raise VlmSafetyError(f"cannot load FigStep font {path}: {e}; {_FONT_HINT}") from None
+        raise VlmSafetyError(f"cannot load {what} font {path}: {e}; {hint}") from None
 
 
 @register_recipe("figstep")
@@ -258,7 +268,7 @@ def figstep_image(instruction: str, font: str | None = None) -> Image.Image:
         "xy": FIGSTEP_XY,
         "text": figstep_text(instruction),
         "spacing": FIGSTEP_SPACING,
-        "font": _load_font(find_figstep_font(font), FIGSTEP_FONT_SIZE),
+        "font": load_font(find_figstep_font(font), FIGSTEP_FONT_SIZE),
     }
     img = Image.new("RGB", FIGSTEP_CANVAS, "#FFFFFF")
     draw = ImageDraw.Draw(img)

@@ -6,8 +6,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from vlmsafety.errors import VlmSafetyError
 from vlmsafety.records import GenerationRecord
+from vlmsafety.registry import Registry
 
 
 class Judge(ABC):
@@ -21,23 +21,19 @@ class Judge(ABC):
         """One verdict per record: {"unsafe": bool, ...} plus judge-specific fields (score, raw)."""
 
 
-_JUDGES: dict[str, Callable[..., Judge]] = {}
+def _load_builtins() -> None:
+    import vlmsafety.judges  # noqa: F401  (registers the shipped judges)
+
+
+JUDGES: Registry[Callable[..., Judge]] = Registry("judge type", _load_builtins)
 
 
 def register_judge(type_name: str) -> Callable[[Callable[..., Judge]], Callable[..., Judge]]:
-    def wrap(cls: Callable[..., Judge]) -> Callable[..., Judge]:
-        _JUDGES[type_name] = cls
-        return cls
-
-    return wrap
+    return JUDGES.register(type_name)
 
 
 def build_judge(name: str, cfg: dict[str, Any]) -> Judge:
     """Instantiate the judge configured as `judge.<name>` (its `type` picks the class)."""
-    import vlmsafety.judges  # noqa: F401  (registers the shipped judges)
-
     cfg = dict(cfg)
     type_name = cfg.pop("type", name)
-    if type_name not in _JUDGES:
-        raise VlmSafetyError(f"judge.{name}: unknown judge type {type_name!r}; known: {', '.join(sorted(_JUDGES))}")
-    return _JUDGES[type_name](name=name, **cfg)
+    return JUDGES.get(type_name, where=f"judge.{name}")(name=name, **cfg)

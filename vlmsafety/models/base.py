@@ -17,6 +17,7 @@ from transformers import AutoProcessor
 
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.models.facts import Architecture
+from vlmsafety.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -165,17 +166,16 @@ class FamilyAdapter(ABC):
         return kw
 
 
-_FAMILIES: dict[str, type[FamilyAdapter]] = {}
+def _load_builtins() -> None:
+    import vlmsafety.models  # noqa: F401  (registers the shipped families)
+
+
+FAMILIES: Registry[type[FamilyAdapter]] = Registry("model family", _load_builtins)
 
 
 def register_family(cls: type[FamilyAdapter]) -> type[FamilyAdapter]:
-    _FAMILIES[cls.family] = cls
-    return cls
+    return FAMILIES.register(cls.family)(cls)
 
 
 def get_family(name: str) -> type[FamilyAdapter]:
-    import vlmsafety.models  # noqa: F401  (registers the shipped families)
-
-    if name not in _FAMILIES:
-        raise VlmSafetyError(f"unknown model family {name!r}; known families: {', '.join(sorted(_FAMILIES))}")
-    return _FAMILIES[name]
+    return FAMILIES.get(name, where="model.family")

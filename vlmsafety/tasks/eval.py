@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from vlmsafety import environment
-from vlmsafety.attacks import AttackItem, load_attack
+from vlmsafety.attacks import AttackItem, AttackSet, load_attack_set
 from vlmsafety.layers import resolve_layer
 from vlmsafety.metrics import judge_metrics, toxicity_metrics
 from vlmsafety.models.base import FamilyAdapter, GenerationSettings
@@ -35,12 +35,14 @@ def run_eval(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if cfg.model.get("vision_layers") is not None and cfg.model.get("default_layer") is not None:
         # fail before loading weights when the YAML already says the layer is out of range
         resolve_layer(cfg.layer, int(cfg.model.vision_layers), int(cfg.model.default_layer), cfg.model.name)
+    # the attack set first: a missing or bad file should not cost a model load
+    attack_set = load_attack_set(cfg.attack, limit=cfg.limit, seed=cfg.seed)
+    items = attack_set.items
     with _timed(timings, "load"):
         adapter, _ = worker.model(cfg.model, cfg.device)
     device = adapter.device
     environment.reset_peak_memory(device)
     layer = resolve_layer(cfg.layer, adapter.num_layers, adapter.default_layer, cfg.model.name)
-    items = load_attack(cfg.attack, limit=cfg.limit, seed=cfg.seed)
     n_harmful = sum(it.harmful for it in items)
     log.info(
         "%s · layer %d/%d%s · attack %s (%d harmful, %d benign) · %s",
@@ -63,7 +65,9 @@ def run_eval(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
     write_jsonl_atomic(out_dir / GENERATIONS, records)
     timings["total"] = time.perf_counter() - started
-    metrics = build_metrics(cfg, adapter, layer, records, [j.name for j in judges], [s.name for s in scorers], timings)
+    metrics = build_metrics(
+        cfg, adapter, layer, records, [j.name for j in judges], [s.name for s in scorers], timings, attack_set
+    )
     write_json_atomic(out_dir / METRICS, metrics)
     _log_result(metrics)
     return metrics
@@ -115,7 +119,7 @@ def generate_records(
 
 def build_metrics(
     cfg: DictConfig, adapter: FamilyAdapter, layer: int, records: list[GenerationRecord],
-    judge_names: list[str], scorer_names: list[str], timings: dict[str, float],
+    judge_names: list[str], scorer_names: list[str], timings: dict[str, float], attack_set: AttackSet | None = None,
 ) -> dict[str, Any]:
     device = adapter.device
     hours = timings["total"] / 3600
@@ -130,6 +134,8 @@ def build_metrics(
         "default_layer": adapter.default_layer,
         "num_layers": adapter.num_layers,
         "attack": cfg.attack.name,
+        "attack_source": attack_set.source if attack_set else None,
+        "attack_rows_skipped": attack_set.skipped if attack_set else 0,  # bad rows dropped (attack.on_bad_row=skip)
         "unlearn": (cfg.get("unlearn") or {}).get("name", "none"),
         "n": len(records),
         "n_harmful": sum(r.harmful for r in records),

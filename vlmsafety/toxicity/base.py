@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from vlmsafety.errors import VlmSafetyError
+from vlmsafety.registry import Registry
 
 
 class ToxicityScorer(ABC):
@@ -20,25 +20,19 @@ class ToxicityScorer(ABC):
         """One {attribute: score or None} dict per text."""
 
 
-_SCORERS: dict[str, Callable[..., ToxicityScorer]] = {}
+def _load_builtins() -> None:
+    import vlmsafety.toxicity  # noqa: F401  (registers the shipped scorers)
+
+
+SCORERS: Registry[Callable[..., ToxicityScorer]] = Registry("toxicity scorer type", _load_builtins)
 
 
 def register_scorer(type_name: str) -> Callable[[Callable[..., ToxicityScorer]], Callable[..., ToxicityScorer]]:
-    def wrap(cls: Callable[..., ToxicityScorer]) -> Callable[..., ToxicityScorer]:
-        _SCORERS[type_name] = cls
-        return cls
-
-    return wrap
+    return SCORERS.register(type_name)
 
 
 def build_scorer(name: str, cfg: dict[str, Any]) -> ToxicityScorer:
     """Instantiate the scorer configured as `toxicity.<name>` (its `type` picks the class)."""
-    import vlmsafety.toxicity  # noqa: F401  (registers the shipped scorers)
-
     cfg = dict(cfg)
     type_name = cfg.pop("type", name)
-    if type_name not in _SCORERS:
-        raise VlmSafetyError(
-            f"toxicity.{name}: unknown scorer type {type_name!r}; known: {', '.join(sorted(_SCORERS))}"
-        )
-    return _SCORERS[type_name](name=name, **cfg)
+    return SCORERS.get(type_name, where=f"toxicity.{name}")(name=name, **cfg)
