@@ -67,3 +67,21 @@ def llamaguard3_vision_standin(cpu):
 def harmbench_cls_standin(cpu):
     """The HarmBench classifier judge on its tiny stand-in (LlamaForCausalLM, Llama-2 tokens), loaded once."""
     return _judge("harmbench_cls_standin", "harmbench_cls", batch_size=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_next(cpu):
+    """The tiny_llava_next adapter (LlavaNextForConditionalGeneration, anyres tiles), loaded once."""
+    return _load("tiny_llava_next", "llava_next", cpu)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_vl(cpu):
+    """The tiny_qwen2_vl adapter (Qwen2VLForConditionalGeneration), loaded once."""
+    return _load("tiny_qwen2_vl", "qwen2_vl", cpu)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen25_vl(cpu):
+    """The tiny_qwen25_vl adapter (Qwen2_5_VLForConditionalGeneration, window attention), loaded once."""
+    return _load("tiny_qwen25_vl", "qwen2_5_vl", cpu)

@@ -67,5 +67,5 @@ def test_llm_judge_config_errors_are_one_line():
     with pytest.raises(VlmSafetyError, match="judge.lg sets none of path, builtin or id"):
         build_judge("lg", {"type": "llamaguard3", "device": "cpu"})
     # offline (tests set HF_HUB_OFFLINE): a hub id that is not cached names the fix
-    with pytest.raises(VlmSafetyError, match=r"cannot load 'meta-llama/Llama-Guard-3-8B' .* set judge.lg.path"):
+    with pytest.raises(VlmSafetyError, match=r"Llama-Guard-3-8B is not in the local Hugging Face cache .* set judge.lg.path="):
         build_judge("lg", {"type": "llamaguard3", "id": "meta-llama/Llama-Guard-3-8B", "device": "cpu"})

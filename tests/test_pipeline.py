@@ -36,6 +36,7 @@ def test_layer_sweep_written_exactly_as_in_the_docs(tmp_path):
         assert set(m["asr"]) == {"keyword"} and "profanity" in m["toxicity"]
         assert {"load", "encode", "generate", "judge", "total"} <= set(m["timings_s"])
         assert m["device"].startswith("cpu") and m["gpu_hours"] == 0.0 and m["device_hours"] > 0
+        assert m["quant"] == "none" and m["model_memory_bytes"] > 0
         rows = [json.loads(line) for line in (job / "generations.jsonl").read_text().splitlines()]
         assert len(rows) == 3 and all(r["layer"] == m["layer"] for r in rows)
         assert (job / ".hydra" / "config.yaml").exists()

@@ -54,7 +54,7 @@ class LLMJudge(Judge):
         self.batch_size = max(1, int(batch_size))
         self.device = resolve_device(str(device))
         spec = OmegaConf.create({"name": name, "id": id, "path": path, "builtin": builtin})
-        self.source = resolve_source(spec)
+        self.source = resolve_source(spec, key=f"judge.{name}")
         self.model, self.processor = self._load(revision, resolve_dtype(str(dtype), self.device), str(quant))
 
     def _load(self, revision: str | None, dtype: torch.dtype, quant: str) -> tuple[Any, Any]:

@@ -13,8 +13,10 @@ from typing import Any, ClassVar
 
 import torch
 from PIL import Image
+from transformers import AutoProcessor
 
 from vlmsafety.errors import VlmSafetyError
+from vlmsafety.models.facts import Architecture
 from vlmsafety.registry import Registry
 
 
@@ -53,16 +55,31 @@ class FamilyAdapter(ABC):
         tokenizer = getattr(processor, "tokenizer", processor)
         tokenizer.padding_side = "left"  # batched generation of decoder-only LMs needs left padding
 
-    # --- architecture facts -------------------------------------------------------------
-    @property
+    # --- architecture facts (from the config alone: `task=inspect` uses them without weights) ---
+    @classmethod
     @abstractmethod
-    def num_layers(self) -> int:
-        """N: vision-encoder blocks that `layer` counts (valid layers are 0..N)."""
+    def layer_range(cls, config: Any) -> tuple[int, int]:
+        """(N, default): vision blocks that `layer` counts (valid layers 0..N) and the trained default."""
+
+    @classmethod
+    @abstractmethod
+    def architecture(cls, config: Any) -> Architecture:
+        """What `layer` means for this checkpoint, with feature and projector shapes."""
+
+    @classmethod
+    def load_processor(cls, source: str, **kwargs: Any) -> Any:
+        """The checkpoint's own processor (tokenizer, image processor, chat template)."""
+        return AutoProcessor.from_pretrained(source, **kwargs)
 
     @property
-    @abstractmethod
+    def num_layers(self) -> int:
+        """N: vision-encoder blocks that `layer` counts (valid layers are 0..N)."""
+        return self.layer_range(self.model.config)[0]
+
+    @property
     def default_layer(self) -> int:
         """The layer the model was trained with, in this project's 0..N convention."""
+        return self.layer_range(self.model.config)[1]
 
     @property
     def device(self) -> torch.device:

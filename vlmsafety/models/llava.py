@@ -19,6 +19,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.models.base import FamilyAdapter, Generation, GenerationSettings, register_family
+from vlmsafety.models.facts import Architecture, lm_summary, vision_default
 
 
 @register_family
@@ -28,23 +29,35 @@ class LlavaAdapter(FamilyAdapter):
 
     def __init__(self, model: Any, processor: Any, name: str = "model"):
         super().__init__(model, processor, name)
-        cfg = model.config
-        if not isinstance(cfg.vision_feature_layer, int):
-            raise VlmSafetyError(
-                f"{name}: vision_feature_layer={cfg.vision_feature_layer} concatenates several layers; "
-                "early exit is defined for single-layer LLaVA checkpoints only"
-            )
+        self.layer_range(model.config)  # refuses multi-layer feature selection before anything runs
         self._vision = model.model.vision_tower
         self._projector = model.model.multi_modal_projector
 
-    @property
-    def num_layers(self) -> int:
-        return self.model.config.vision_config.num_hidden_layers
+    @classmethod
+    def layer_range(cls, config: Any) -> tuple[int, int]:
+        if not isinstance(config.vision_feature_layer, int):
+            raise VlmSafetyError(
+                f"vision_feature_layer={config.vision_feature_layer} concatenates several layers; "
+                "early exit is defined for single-layer LLaVA checkpoints only"
+            )
+        n = config.vision_config.num_hidden_layers
+        return n, vision_default(config.vision_feature_layer, n)
 
-    @property
-    def default_layer(self) -> int:
-        v = self.model.config.vision_feature_layer
-        return v if v >= 0 else self.num_layers + 1 + v
+    @classmethod
+    def architecture(cls, config: Any) -> Architecture:
+        n, default = cls.layer_range(config)
+        v, t = config.vision_config, config.text_config
+        patches = (v.image_size // v.patch_size) ** 2
+        cls_note = "CLS dropped" if config.vision_feature_select_strategy == "default" else "CLS kept"
+        tokens = patches + (config.vision_feature_select_strategy != "default")
+        return Architecture(
+            family=cls.family, model_type=config.model_type, vision_layers=n, default_layer=default,
+            layer_meaning=f"hidden_states[L] of the CLIP tower (0 = embeddings after pre_layrnorm), {cls_note}",
+            vision_width=v.hidden_size,
+            projector=f"{v.hidden_size} → {t.hidden_size} → {t.hidden_size} ({config.projector_hidden_act} MLP per token)",
+            image_tokens=f"{tokens} per image ({v.image_size} px, {v.patch_size} px patches, {cls_note})",
+            language_model=lm_summary(t),
+        )
 
     @torch.no_grad()
     def encode_images(self, images: Sequence[Image.Image]) -> list[torch.Tensor]:

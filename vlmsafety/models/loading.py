@@ -1,17 +1,23 @@
-"""Load a VLM from a hub id, a local path or a built-in recipe — always through `from_pretrained`."""
+"""Load a VLM from a hub id, a local path or a built-in recipe — always through `from_pretrained`.
+
+Devices: CUDA when present (bf16; `device_map="auto"` over every visible GPU), else CPU in float32.
+Quantization: bitsandbytes NF4 / int8 for the LM, vision tower and projector kept unquantized.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from typing import Any
 
 import torch
-from transformers import AutoProcessor
+from transformers import AutoConfig
 from transformers.utils import logging as hf_logging
 
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.models.base import FamilyAdapter, get_family
-from vlmsafety.models.builtin import ensure_builtin
+from vlmsafety.models.facts import check_config
+from vlmsafety.models.source import missing_files_error, resolve_source
 
 log = logging.getLogger(__name__)
 
@@ -35,35 +41,47 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return _DTYPES[name]
 
 
-def resolve_source(spec: Any) -> str:
-    """Where to load from: `model.path` if set, else the built-in recipe, else the hub id."""
-    if spec.get("path"):
-        return str(spec.path)
-    if spec.get("builtin"):
-        return str(ensure_builtin(spec.builtin))
-    if spec.get("id"):
-        return str(spec.id)
-    raise VlmSafetyError(f"model {spec.get('name')!r} sets none of model.path, model.builtin or model.id")
-
-
 def load_adapter(spec: Any, device: torch.device) -> FamilyAdapter:
-    """Load model + processor for `spec` (a `model` config node) and wrap them in their family adapter."""
+    """Load model + processor for `spec` (a `model` config node) and wrap them in their family adapter.
+
+    The config is read and checked against the YAML before any weight is loaded.
+    """
     family = get_family(spec.family)
     hf_logging.disable_progress_bar()  # our own log line says what is loading
     source = resolve_source(spec)
     dtype = resolve_dtype(spec.get("dtype", "auto"), device)
     common: dict[str, Any] = {"revision": spec.get("revision"), "trust_remote_code": False}
-    processor = AutoProcessor.from_pretrained(source, **common)
-    model = family.model_class.from_pretrained(
-        source, dtype=dtype, use_safetensors=True, **common, **_placement(spec, device, dtype, family)
-    )
+    placement = _placement(spec, device, dtype, family)
+    try:
+        config = AutoConfig.from_pretrained(source, **common)
+        check_config(spec, family, config, where=f"the config.json of {source}")
+        processor = family.load_processor(source, **common)
+        if spec.get("chat_template"):  # the YAML's override of the checkpoint's own template
+            processor.chat_template = str(spec.chat_template)
+        model = family.model_class.from_pretrained(
+            source, config=config, dtype=dtype, use_safetensors=True, **common, **placement
+        )
+    except OSError as e:  # files missing from the folder or the cache
+        raise missing_files_error(spec, source, e) from None
+    except (ImportError, ValueError, RuntimeError) as e:
+        if placement.get("quantization_config") is not None and "bitsandbytes" in str(e).lower():
+            raise VlmSafetyError(
+                f"model.quant={spec.quant} failed in bitsandbytes on {device}: {str(e).strip().splitlines()[0]}; "
+                "set model.quant=none"
+            ) from None
+        raise
     if not placed_by_accelerate(model):
         model.to(device)
+    offloaded = sorted({str(d) for d in (getattr(model, "hf_device_map", None) or {}).values()} & {"cpu", "disk"})
+    if device.type == "cuda" and offloaded:
+        log.warning("%s does not fit on the GPU(s): part of it runs from %s (slow); try model.quant=4bit",
+                    spec.get("name"), " and ".join(offloaded))
     model.eval()
-    log.info("loaded %s from %s (%s, %s)", spec.get("name"), source, dtype, spec.get("quant", "none"))
-    adapter = family(model, processor, name=spec.get("name", source))
-    _check_declared(spec, adapter)
-    return adapter
+    log.info(
+        "loaded %s from %s (%s, quant %s, %.2f GiB)", spec.get("name"), source, dtype, spec.get("quant", "none"),
+        model.get_memory_footprint() / 2**30,
+    )
+    return family(model, processor, name=spec.get("name", source))
 
 
 def _placement(spec: Any, device: torch.device, dtype: torch.dtype, family: type[FamilyAdapter]) -> dict[str, Any]:
@@ -74,16 +92,20 @@ def _placement(spec: Any, device: torch.device, dtype: torch.dtype, family: type
 def quantization_kwargs(
     quant: str, device: torch.device, dtype: torch.dtype, skip_modules: list[str], where: str = "model.quant"
 ) -> dict[str, Any]:
-    """`from_pretrained` kwargs for bitsandbytes 4-bit (NF4, double quantization) or 8-bit; {} for none."""
+    """`from_pretrained` arguments for device placement and bitsandbytes 4-bit (NF4, double quantization) or 8-bit.
+
+    CUDA without a device index spreads the model over every visible GPU (`device_map="auto"`);
+    `device=cuda:1` pins it to one. On CPU the model loads in place (quantized: onto the CPU).
+    """
     quant = quant.lower()
+    device_map: Any = "auto" if device.type == "cuda" and device.index is None else {"": str(device)}
     if quant in {"none", "null", "false"}:
-        return {}
+        return {"device_map": device_map} if device.type == "cuda" else {}
     if quant not in {"4bit", "8bit"}:
         raise VlmSafetyError(f"{where}={quant!r} is not supported; use none, 4bit or 8bit")
-    try:
-        from transformers import BitsAndBytesConfig
-    except ImportError as e:  # pragma: no cover
-        raise VlmSafetyError(f"{where}={quant} needs bitsandbytes: pip install bitsandbytes ({e})") from None
+    _check_bitsandbytes(quant, device, where)
+    from transformers import BitsAndBytesConfig
+
     if quant == "4bit":
         qcfg = BitsAndBytesConfig(
             load_in_4bit=True,
@@ -94,21 +116,26 @@ def quantization_kwargs(
         )
     else:
         qcfg = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip_modules)
-    device_map: Any = "auto" if device.type == "cuda" else {"": str(device)}
     return {"quantization_config": qcfg, "device_map": device_map}
+
+
+def _check_bitsandbytes(quant: str, device: torch.device, where: str = "model.quant") -> None:
+    """One line, before any loading, when bitsandbytes cannot quantize on `device`."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise VlmSafetyError(
+            f"{where}={quant} needs bitsandbytes, which is not installed: pip install 'bitsandbytes>=0.50', "
+            f"or set {where}=none"
+        )
+    import bitsandbytes
+
+    supported = set(getattr(bitsandbytes, "supported_torch_devices", {"cuda", "cpu"}))
+    if device.type not in supported:
+        raise VlmSafetyError(
+            f"{where}={quant} is not available on device {device} (bitsandbytes {bitsandbytes.__version__} "
+            f"supports {', '.join(sorted(supported))}); use device=auto or cpu, or set {where}=none"
+        )
 
 
 def placed_by_accelerate(model: Any) -> bool:
     """Whether `from_pretrained` already put the model on its device(s) (device map or quantization)."""
     return getattr(model, "hf_device_map", None) is not None or getattr(model, "is_quantized", False)
-
-
-def _check_declared(spec: Any, adapter: FamilyAdapter) -> None:
-    """The YAML's declared layer count / default must match the checkpoint's own config."""
-    for key, actual in (("vision_layers", adapter.num_layers), ("default_layer", adapter.default_layer)):
-        declared = spec.get(key)
-        if declared is not None and int(declared) != actual:
-            raise VlmSafetyError(
-                f"model {spec.get('name')!r} declares {key}={declared} but its config.json gives {actual}; "
-                f"fix conf/model/{spec.get('name')}.yaml"
-            )

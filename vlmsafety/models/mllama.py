@@ -27,6 +27,7 @@ from transformers.models.mllama.modeling_mllama import _prepare_aspect_ratio_att
 
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.models.base import FamilyAdapter, Generation, GenerationSettings, register_family
+from vlmsafety.models.facts import Architecture, lm_summary
 
 _IMAGE_KEYS = ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask")  # the processor's vision inputs
 
@@ -51,13 +52,34 @@ class MllamaAdapter(FamilyAdapter):
         self._projector = model.model.multi_modal_projector
         self._blank: MllamaEntry | None = None  # the processor's padding image, encoded on first need
 
-    @property
-    def num_layers(self) -> int:
-        return self.model.config.vision_config.num_hidden_layers
+    @classmethod
+    def layer_range(cls, config: Any) -> tuple[int, int]:
+        n = config.vision_config.num_hidden_layers
+        return n, n  # Mllama is trained on the full local encoder
 
-    @property
-    def default_layer(self) -> int:
-        return self.num_layers  # Mllama is trained on the full local encoder
+    @classmethod
+    def architecture(cls, config: Any) -> Architecture:
+        n, default = cls.layer_range(config)
+        v, t = config.vision_config, config.text_config
+        per_tile = (v.image_size // v.patch_size) ** 2 + 1  # patches + CLS
+        slots = ", ".join(f"{i}→S[{i + 1}]" for i in v.intermediate_layers_indices)
+        return Architecture(
+            family=cls.family, model_type=config.model_type, vision_layers=n, default_layer=default,
+            layer_meaning=(
+                f"local blocks 1..L, then layernorm_post, post-tile embedding and the {v.num_global_layers} global "
+                f"blocks; intermediate slots ({slots}) take S[min(i+1, L)]"
+            ),
+            vision_width=v.hidden_size,
+            projector=(
+                f"concat(global output {v.hidden_size}, {len(v.intermediate_layers_indices)} local states) = "
+                f"{v.vision_output_dim} → {t.hidden_size} (Linear)"
+            ),
+            image_tokens=(
+                f"one <|image|> token; cross-attention over up to {v.max_num_tiles} tiles × {per_tile} = "
+                f"{v.max_num_tiles * per_tile} states ({v.image_size} px tiles)"
+            ),
+            language_model=lm_summary(t) + f", cross-attention layers {list(t.cross_attention_layers)}",
+        )
 
     @property
     def _vision_device(self) -> torch.device:

@@ -146,6 +146,8 @@ def build_metrics(
         "gpu_hours": hours if device.type == "cuda" else 0.0,
         "new_tokens": new_tokens,
         "tokens_per_s": new_tokens / timings["generate"] if timings.get("generate") else None,
+        "quant": str(cfg.model.get("quant", "none")),
+        "model_memory_bytes": int(adapter.model.get_memory_footprint()),  # parameters + buffers as loaded
         **environment.peak_memory(device),
         "seed": int(cfg.seed),
         "versions": environment.versions(),

@@ -66,9 +66,10 @@ def ensure_builtin(name: str) -> Path:
 
 
 def _register_all() -> None:
-    from vlmsafety.models.builtin import tiny_judges, tiny_llava  # noqa: F401
-
-    try:
-        from vlmsafety.models.builtin import tiny_mllama  # noqa: F401
-    except ImportError:  # pragma: no cover - present once the Mllama family lands
-        pass
+    from vlmsafety.models.builtin import (  # noqa: F401
+        tiny_judges,
+        tiny_llava,
+        tiny_llava_next,
+        tiny_mllama,
+        tiny_qwen2_vl,
+    )

@@ -22,14 +22,17 @@ def train_bpe_tokenizer(
     corpus: Iterable[str],
     vocab_size: int,
     *,
-    bos: str,
+    bos: str | None,
     eos: str,
     pad: str,
     extra_special: Sequence[str] = (),
     add_bos: bool = True,
 ) -> Tokenizer:
-    """Train a deterministic byte-level BPE on `corpus` plus a small built-in English sample."""
-    specials = list(dict.fromkeys([pad, bos, eos, *extra_special]))
+    """Train a deterministic byte-level BPE on `corpus` plus a small built-in English sample.
+
+    `bos=None` (Qwen's tokenizers) trains without a BOS token and adds none when encoding.
+    """
+    specials = list(dict.fromkeys(t for t in [pad, bos, eos, *extra_special] if t is not None))
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -40,7 +43,7 @@ def train_bpe_tokenizer(
         show_progress=False,
     )
     tok.train_from_iterator([line for line in [*corpus, *_BASE_CORPUS] if line.strip()], trainer)
-    if add_bos:
+    if add_bos and bos is not None:
         bos_id = tok.token_to_id(bos)
         tok.post_processor = processors.TemplateProcessing(
             single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
@@ -48,7 +51,7 @@ def train_bpe_tokenizer(
     return tok
 
 
-def to_transformers(tok: Tokenizer, *, bos: str, eos: str, pad: str, **kwargs) -> PreTrainedTokenizerFast:
+def to_transformers(tok: Tokenizer, *, bos: str | None, eos: str, pad: str, **kwargs) -> PreTrainedTokenizerFast:
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad, **kwargs)
     hf.padding_side = "left"
     return hf
