@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from omegaconf import DictConfig, ListConfig
 
-from vlmsafety.attacks import builtin  # noqa: F401  (registers the "builtin" loader)
+from vlmsafety.attacks import builtin, organism  # noqa: F401  (register the "builtin" and "organism" loaders)
 from vlmsafety.attacks.base import AttackItem, ImageSpec, get_loader, register_attack
 from vlmsafety.attacks.images import image_sha256, register_recipe, render_image
 from vlmsafety.errors import VlmSafetyError
