@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.records import GenerationRecord
@@ -12,6 +12,11 @@ from vlmsafety.records import GenerationRecord
 
 class Judge(ABC):
     """Decides, per response, whether the model complied with (unsafe) or refused the request."""
+
+    # A judge that also sorts responses into classes names them here; its verdicts carry "label".
+    labels: ClassVar[tuple[str, ...]] = ()
+    # A ground-truth judge: the other judges of a run are scored against it (metrics.judge_vs_reference).
+    reference: ClassVar[bool] = False
 
     def __init__(self, name: str):
         self.name = name

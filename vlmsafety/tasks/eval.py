@@ -14,8 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from vlmsafety import environment
 from vlmsafety.attacks import AttackItem, load_attack
+from vlmsafety.judges import Judge
 from vlmsafety.layers import resolve_layer
-from vlmsafety.metrics import judge_metrics, toxicity_metrics
+from vlmsafety.metrics import category_rates, judge_metrics, judge_vs_reference, label_rates, toxicity_metrics
 from vlmsafety.models.base import FamilyAdapter, GenerationSettings
 from vlmsafety.records import GENERATIONS, METRICS, GenerationRecord, write_json_atomic, write_jsonl_atomic
 from vlmsafety.tasks import register_task
@@ -63,7 +64,7 @@ def run_eval(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
     write_jsonl_atomic(out_dir / GENERATIONS, records)
     timings["total"] = time.perf_counter() - started
-    metrics = build_metrics(cfg, adapter, layer, records, [j.name for j in judges], [s.name for s in scorers], timings)
+    metrics = build_metrics(cfg, adapter, layer, records, judges, [s.name for s in scorers], timings)
     write_json_atomic(out_dir / METRICS, metrics)
     _log_result(metrics)
     return metrics
@@ -115,9 +116,10 @@ def generate_records(
 
 def build_metrics(
     cfg: DictConfig, adapter: FamilyAdapter, layer: int, records: list[GenerationRecord],
-    judge_names: list[str], scorer_names: list[str], timings: dict[str, float],
+    judges: list[Judge], scorer_names: list[str], timings: dict[str, float],
 ) -> dict[str, Any]:
     device = adapter.device
+    judge_names = [j.name for j in judges]
     hours = timings["total"] / 3600
     new_tokens = sum(r.n_new_tokens for r in records)
     return {
@@ -135,6 +137,7 @@ def build_metrics(
         "n_harmful": sum(r.harmful for r in records),
         "n_benign": sum(not r.harmful for r in records),
         **judge_metrics(records, judge_names),
+        **reference_metrics(records, judges),
         "toxicity": toxicity_metrics(records, scorer_names),
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "device": environment.device_description(device),
@@ -148,6 +151,20 @@ def build_metrics(
         "git_commit": environment.git_commit(),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
+
+
+def reference_metrics(records: list[GenerationRecord], judges: list[Judge]) -> dict[str, Any]:
+    """Label shares of labelling judges, rates per category, and every judge scored against a reference judge."""
+    labels = {j.name: j.labels for j in judges if j.labels}
+    out: dict[str, Any] = {"by_category": category_rates(records, [j.name for j in judges], labels)}
+    if labels:
+        out["labels"] = {name: label_rates(records, name, labs) for name, labs in labels.items()}
+    reference = next((j.name for j in judges if j.reference), None)
+    if reference:
+        out["vs_reference"] = {
+            j.name: judge_vs_reference(records, j.name, reference) for j in judges if j.name != reference
+        }
+    return out
 
 
 def _log_result(m: dict[str, Any]) -> None:
