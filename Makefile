@@ -30,7 +30,7 @@ run: $(STAMP)  ## the headline demo: sweep every vision layer of the default mod
 test: $(STAMP)  ## run the test suite (offline)
 	$(PY) -m pytest -q
 
-organism: $(STAMP)  ## retrain the shipped organism (about 10 min on 2 CPU cores) and re-measure it
+organism: $(STAMP)  ## retrain the shipped organism (5-8 min on a shared 2-core CPU) and re-measure it
 	$(PY) -m vlmsafety.organism.train --seed 0 --threads 1 --out vlmsafety/organism/checkpoint
 
 sweep-layers: $(STAMP)  ## sweep layers of any model: make sweep-layers ARGS="model=tiny_mllama" LAYERS="range(0,9)"
