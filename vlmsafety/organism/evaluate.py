@@ -8,7 +8,6 @@ benign accuracy, over-refusal, and the issue's targets at the default layer.
 
 from __future__ import annotations
 
-import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,8 +23,6 @@ from vlmsafety.records import (
     write_text_atomic,
 )
 from vlmsafety.ui import console
-
-log = logging.getLogger(__name__)
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 ORACLE = "organism_oracle"
@@ -133,10 +130,14 @@ def _target(name: str, key: str, op: str, bound: float, value: float | None) -> 
     return {"target": name, "measured": value, "holds": holds}
 
 
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
 def _headline(f: dict[str, Any]) -> str:
-    return (f"default layer: refusal text {f['text_refusal']:.2f}, image {f['image_refusal']:.2f}; "
-            f"typo exact {f['typo_exact']:.2f}; benign accuracy {f['benign_accuracy']:.2f}; "
-            f"over-refusal {f['over_refusal']:.2f}")
+    return (f"default layer: refusal text {_fmt(f['text_refusal'])}, image {_fmt(f['image_refusal'])}; "
+            f"typo exact {_fmt(f['typo_exact'])}; benign accuracy {_fmt(f['benign_accuracy'])}; "
+            f"over-refusal {_fmt(f['over_refusal'])}")
 
 
 COLUMNS = (  # (header, key) of the per-layer table
@@ -154,12 +155,12 @@ def to_markdown(figures: dict[str, Any]) -> str:
     lines = ["| layer | " + " | ".join(h for h, _ in COLUMNS) + " |", "|---:|" + "---:|" * len(COLUMNS)]
     for layer, f in sorted(figures["layers"].items(), key=lambda kv: int(kv[0])):
         star = "*" if int(layer) == DEFAULT_LAYER else ""
-        cells = ["—" if f[k] is None else f"{f[k]:.2f}" for _, k in COLUMNS]
+        cells = [_fmt(f[k]) for _, k in COLUMNS]
         lines.append(f"| {layer}{star} | " + " | ".join(cells) + " |")
     if figures["targets"]:
         lines += ["", "| target (default layer) | measured | holds |", "|---|---:|---|"]
         for t in figures["targets"]:
-            lines.append(f"| {t['target']} | {t['measured']:.3f} | {'yes' if t['holds'] else 'no'} |")
+            lines.append(f"| {t['target']} | {_fmt(t['measured'], 3)} | {'yes' if t['holds'] else 'no'} |")
     return "\n".join(lines) + "\n"
 
 
