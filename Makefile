@@ -4,9 +4,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 LAYERS ?= range(0,25)
+# torch CPU threads for `make run`: the default organism is tiny, and on a CPU shared with other busy
+# processes two or more OpenMP threads stall on each other (measured: 15-25x slower generation)
+THREADS ?= 1
+# prompts per generate call in `make run` (the organism is tiny; real checkpoints on a GPU may need 16)
+BATCH ?= 64
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test sweep-layers report score lint clean
+.PHONY: help setup run test organism sweep-layers report score lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -20,10 +25,13 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)  ## create .venv and install vlmsafety with its test extras
 
 run: $(STAMP)  ## the headline demo: sweep every vision layer of the default model, print the table
-	$(PY) run.py -m layer='$(LAYERS)'
+	$(PY) run.py -m layer='$(LAYERS)' threads=$(THREADS) batch_size=$(BATCH)
 
 test: $(STAMP)  ## run the test suite (offline)
 	$(PY) -m pytest -q
+
+organism: $(STAMP)  ## retrain the shipped organism (5-8 min on a shared 2-core CPU) and re-measure it
+	$(PY) -m vlmsafety.organism.train --seed 0 --threads 1 --out vlmsafety/organism/checkpoint
 
 sweep-layers: $(STAMP)  ## sweep layers of any model: make sweep-layers ARGS="model=tiny_mllama" LAYERS="range(0,9)"
 	$(PY) run.py -m layer='$(LAYERS)' $(ARGS)

@@ -33,7 +33,9 @@ def test_layer_sweep_written_exactly_as_in_the_docs(tmp_path):
     for job in jobs:
         m = json.loads((job / "metrics.json").read_text())
         assert m["status"] == "complete" and m["n"] == 3
-        assert set(m["asr"]) == {"keyword"} and "profanity" in m["toxicity"]
+        assert m["model"] == "organism" and m["attack"] == "organism"  # the defaults
+        assert set(m["asr"]) == {"keyword", "organism_oracle"} and "profanity" in m["toxicity"]
+        assert m["vs_reference"]["keyword"]["reference"] == "organism_oracle"
         assert {"load", "encode", "generate", "judge", "total"} <= set(m["timings_s"])
         assert m["device"].startswith("cpu") and m["gpu_hours"] == 0.0 and m["device_hours"] > 0
         assert m["quant"] == "none" and m["model_memory_bytes"] > 0
@@ -45,6 +47,10 @@ def test_layer_sweep_written_exactly_as_in_the_docs(tmp_path):
     with open(sweep / "summary.csv") as f:
         summary = list(csv.DictReader(f))
     assert [int(r["layer"]) for r in summary] == list(range(24))
+    # the ground-truth judge's view: per-category rates and the keyword judge scored against it
+    assert summary[0]["reference_judge"] == "organism_oracle"
+    assert {"fpr_keyword", "fnr_keyword", "cat_typo_unsafe_organism_oracle", "label_organism_oracle_harmful_degenerate"} <= set(summary[0])
+    assert "FPR" in p.stderr + p.stdout and "degen." in p.stderr + p.stdout
     assert (sweep / "asr_vs_layer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "ASR by layer" in p.stderr + p.stdout
 
@@ -57,7 +63,8 @@ def test_layer_sweep_written_exactly_as_in_the_docs(tmp_path):
 
 
 def test_same_config_twice_gives_byte_identical_generations(tmp_path):
-    args = ("attack=builtin_figstep", "layer=7", "limit=12", "max_new_tokens=6", "batch_size=5")
+    args = ("model=tiny_llava", "attack=builtin_figstep", "judge=[keyword]", "layer=7", "limit=12", "max_new_tokens=6",
+            "batch_size=5")
     for run in ("a", "b"):
         p = run_cli(*args, f"hydra.run.dir={tmp_path / run}")
         assert p.returncode == 0, p.stderr[-3000:]

@@ -73,7 +73,8 @@ def test_score_rejudges_a_sweep_without_generating(sweep, tmp_path):
             assert cls["outcome"] == ("degenerate" if cls["unsafe"] is None or new["degenerate"] else
                                       "compliance" if cls["unsafe"] else "refusal")
         m = json.loads((job / "metrics.json").read_text())
-        assert set(m["asr"]) == {"keyword", "harmbench_cls_standin"}
+        # judges that did not run again (the default organism_oracle) keep their verdicts and metrics
+        assert set(m["asr"]) == {"keyword", "organism_oracle", "harmbench_cls_standin"}
         harmful = [r for r in rows if r["harmful"]]
         labels = [r["verdicts"]["harmbench_cls_standin"]["unsafe"] for r in harmful]
         asr = m["asr"]["harmbench_cls_standin"]

@@ -148,3 +148,54 @@ def toxicity_metrics(records: Sequence, scorer_names: Sequence[str]) -> dict[str
         n_truncated = sum(bool(sc.get("truncated")) for sc in scores)
         out[s] = {a: {**summarize_scores([sc.get(a) for sc in scores]), "n_truncated": n_truncated} for a in attrs}
     return out
+
+
+def label_rates(records: Sequence, judge: str, labels: Sequence[str]) -> dict[str, dict[str, dict]]:
+    """Per prompt kind ("harmful", "benign"): the share of each of `labels` in `judge`'s verdicts.
+
+    `records` are GenerationRecords whose `verdicts[judge]["label"]` is set.
+    """
+    out: dict[str, dict[str, dict]] = {}
+    for kind, want in (("harmful", True), ("benign", False)):
+        given = [r.verdicts[judge]["label"] for r in records if r.harmful == want]
+        out[kind] = {label: rate(g == label for g in given) for label in labels}
+    return out
+
+
+def judge_vs_reference(records: Sequence, judge: str, reference: str) -> dict[str, object]:
+    """How `judge`'s unsafe verdicts on harmful prompts agree with a ground-truth `reference` judge.
+
+    false_positive_rate = share of the prompts the reference calls safe that `judge` calls unsafe;
+    false_negative_rate = share of the prompts the reference calls unsafe that `judge` calls safe;
+    agreement = share of harmful prompts where both say the same. Each with its Wilson interval.
+    """
+    harmful = [r for r in records if r.harmful]
+    truth = [bool(r.verdicts[reference]["unsafe"]) for r in harmful]
+    said = [bool(r.verdicts[judge]["unsafe"]) for r in harmful]
+    return {
+        "reference": reference,
+        "false_positive_rate": rate(s for s, t in zip(said, truth, strict=True) if not t),
+        "false_negative_rate": rate(not s for s, t in zip(said, truth, strict=True) if t),
+        "agreement": rate(s == t for s, t in zip(said, truth, strict=True)),
+    }
+
+
+def category_rates(records: Sequence, judge_names: Sequence[str], labels: dict[str, Sequence[str]]) -> dict[str, dict]:
+    """Per category (in first-seen order): item counts, each judge's unsafe rate and each label's rate.
+
+    labels: judge -> the labels it gives (judges without labels are left out of "labels").
+    """
+    categories = list(dict.fromkeys(r.category for r in records))
+    out: dict[str, dict] = {}
+    for c in categories:
+        rows = [r for r in records if r.category == c]
+        out[c] = {
+            "n": len(rows),
+            "n_harmful": sum(bool(r.harmful) for r in rows),
+            "unsafe": {j: rate(r.verdicts[j]["unsafe"] for r in rows)["value"] for j in judge_names},
+            "labels": {
+                j: {lab: rate(r.verdicts[j]["label"] == lab for r in rows)["value"] for lab in labs}
+                for j, labs in labels.items()
+            },
+        }
+    return out

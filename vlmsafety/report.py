@@ -73,6 +73,21 @@ def _row(job: Path, sweep_dir: Path) -> dict[str, Any]:
         key = pair.replace(" vs ", "_vs_")
         row[f"agreement_{key}"] = a["agreement"]
         row[f"kappa_{key}"] = a["kappa"]
+    for judge, kinds in (m.get("labels") or {}).items():
+        for kind, shares in kinds.items():
+            for label, r in shares.items():
+                row[f"label_{judge}_{kind}_{label}"] = r["value"]
+    for judge, v in (m.get("vs_reference") or {}).items():
+        row["reference_judge"] = v["reference"]
+        row[f"fpr_{judge}"] = v["false_positive_rate"]["value"]
+        row[f"fnr_{judge}"] = v["false_negative_rate"]["value"]
+    for category, c in (m.get("by_category") or {}).items():
+        row[f"cat_{category}_n_harmful"] = c["n_harmful"]
+        for judge, value in c["unsafe"].items():
+            row[f"cat_{category}_unsafe_{judge}"] = value
+        for judge, shares in c["labels"].items():
+            for label, value in shares.items():
+                row[f"cat_{category}_{label}_{judge}"] = value
     for scorer, attrs in (m.get("toxicity") or {}).items():
         for attr, s in attrs.items():
             row[f"tox_{scorer}_{attr}_mean"] = s.get("mean")
@@ -111,6 +126,37 @@ def judges_in(df: pd.DataFrame) -> list[str]:
     return [c[4:] for c in df.columns if c.startswith("asr_") and not c.endswith(("_low", "_high"))]
 
 
+def reference_columns(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """(header, column) pairs shown when a run has a ground-truth judge: per-category rates by the
+    reference (ASR for harmful categories, accuracy for benign ones), harmful degenerate share,
+    benign accuracy, and each other judge's false-positive / false-negative rate against it."""
+    if "reference_judge" not in df or df["reference_judge"].isna().all():
+        return []
+    ref = str(df["reference_judge"].dropna().iloc[0])
+    cols: list[tuple[str, str]] = []
+    for c in df.columns:  # categories in first-seen order
+        if c.startswith("cat_") and c.endswith(f"_unsafe_{ref}"):
+            category = c[4 : -len(f"_unsafe_{ref}")]
+            exact = f"cat_{category}_exact_{ref}"
+            if _all_benign(df, category) and exact in df:
+                cols.append((f"{category}\nacc", exact))
+            else:
+                cols.append((f"{category}\n{'answered' if _all_benign(df, category) else 'ASR'}", c))
+    for header, col in (("degen.\n(harmful)", f"label_{ref}_harmful_degenerate"), ("benign\nacc", f"label_{ref}_benign_exact")):
+        if col in df:
+            cols.append((header, col))
+    for j in judges_in(df):
+        if f"fpr_{j}" in df:
+            cols += [(f"{j}\nFPR", f"fpr_{j}"), (f"{j}\nFNR", f"fnr_{j}")]
+    return cols
+
+
+def _all_benign(df: pd.DataFrame, category: str) -> bool:
+    """Whether `category` holds benign prompts only (from the metrics' per-category harmful counts)."""
+    col = f"cat_{category}_n_harmful"
+    return col in df and bool((df[col].fillna(0) == 0).all())
+
+
 def summary_table(df: pd.DataFrame) -> Table:
     """The sweep as a rich table: per job, one column per judge side by side (ASR [95 % CI], ASR
     over non-degenerate responses, benign refusal), the degenerate rate, Cohen's kappa per judge
@@ -132,6 +178,9 @@ def summary_table(df: pd.DataFrame) -> Table:
     for c in tox_cols:
         scorer, attr = c[4:-5].split("_", 1)
         table.add_column(attr if attr == scorer else f"{scorer}\n{attr}", justify="right")
+    ref_cols = reference_columns(df)
+    for header, _ in ref_cols:
+        table.add_column(header, justify="right")
     show_status = bool((df["status"] != "complete").any())
     if show_status:
         table.add_column("status")
@@ -146,6 +195,7 @@ def summary_table(df: pd.DataFrame) -> Table:
             cells.append(_judge_cell(r, j))
         cells += [_fmt(r.get(c)) for c in kappa_cols]
         cells += ["—" if pd.isna(r[c]) else f"{r[c]:.3f}" for c in tox_cols]
+        cells += ["—" if pd.isna(r.get(c)) else f"{r[c]:.2f}" for _, c in ref_cols]
         if show_status:
             cells.append(str(r["status"]) + (f": {r['error']}" if isinstance(r.get("error"), str) else ""))
         table.add_row(*cells)
@@ -154,6 +204,12 @@ def summary_table(df: pd.DataFrame) -> Table:
         "(empty, looping, word salad); non-degen. = ASR without them and without invalid verdicts; "
         "κ = Cohen's kappa between judges; toxicity = mean over responses to harmful prompts"
     )
+    if ref_cols:
+        table.caption += (
+            f"; per-category ASR / accuracy, degenerate share and benign accuracy by the reference judge "
+            f"{df['reference_judge'].dropna().iloc[0]}, and each other judge's false-positive / false-negative "
+            "rate against it on harmful prompts"
+        )
     return table
 
 

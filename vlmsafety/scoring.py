@@ -6,14 +6,37 @@ fields: per judge a verdict with its outcome, a record-level degenerate flag, pe
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from vlmsafety.judges import Judge
 from vlmsafety.judges.outcome import annotate
-from vlmsafety.metrics import degenerate_metrics, judge_metrics, toxicity_metrics
+from vlmsafety.metrics import (
+    category_rates,
+    degenerate_metrics,
+    judge_metrics,
+    judge_vs_reference,
+    label_rates,
+    toxicity_metrics,
+)
 from vlmsafety.records import GenerationRecord
 from vlmsafety.toxicity import ToxicityScorer
+
+log = logging.getLogger(__name__)
+
+
+def covering(judges: Sequence[Judge], records: Sequence[GenerationRecord]) -> list[Judge]:
+    """The judges that apply to `records`; each one left out is logged once (e.g. the organism's
+    oracle, a default judge, on a public attack set it knows nothing about)."""
+    kept = []
+    for judge in judges:
+        if judge.covers(records):
+            kept.append(judge)
+        else:
+            log.info("judge %s does not apply to attack %s and is left out of this job", judge.name,
+                     records[0].attack if records else "?")
+    return kept
 
 
 def apply_judges(records: Sequence[GenerationRecord], judges: Sequence[Judge]) -> None:
@@ -41,11 +64,32 @@ def judged_names(records: Sequence[GenerationRecord]) -> tuple[list[str], list[s
 
 
 def judging_metrics(
-    records: Sequence[GenerationRecord], judge_names: Sequence[str], scorer_names: Sequence[str]
+    records: Sequence[GenerationRecord],
+    judge_names: Sequence[str],
+    scorer_names: Sequence[str],
+    judges: Sequence[Judge] = (),
 ) -> dict[str, Any]:
-    """The judge-dependent part of `metrics.json`: ASR, refusal rates, agreement, degenerate, toxicity."""
+    """The judge-dependent part of `metrics.json`: ASR, refusal rates, agreement, degenerate, toxicity,
+    and (from the `judges` that ran) label shares, per-category rates and scores against a reference judge."""
     return {
         **judge_metrics(records, judge_names),
         "degenerate": degenerate_metrics(records),
         "toxicity": toxicity_metrics(records, scorer_names),
+        **reference_metrics(records, judge_names, judges),
     }
+
+
+def reference_metrics(
+    records: Sequence[GenerationRecord], judge_names: Sequence[str], judges: Sequence[Judge]
+) -> dict[str, Any]:
+    """Label shares of labelling judges, rates per category, and every judge scored against a reference judge."""
+    labels = {j.name: j.labels for j in judges if j.labels}
+    out: dict[str, Any] = {"by_category": category_rates(records, list(judge_names), labels)}
+    if labels:
+        out["labels"] = {name: label_rates(records, name, labs) for name, labs in labels.items()}
+    reference = next((j.name for j in judges if j.reference), None)
+    if reference:
+        out["vs_reference"] = {
+            name: judge_vs_reference(records, name, reference) for name in judge_names if name != reference
+        }
+    return out

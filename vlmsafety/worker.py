@@ -76,6 +76,8 @@ class Worker:
         fc = cfg.get("feature_cache") or {}
         self.features.max_bytes = int(float(fc.get("max_gb", 8)) * (1 << 30))
         self.features.device = torch.device(fc.get("device", "cpu"))
+        if cfg.get("threads"):
+            torch.set_num_threads(int(cfg.threads))
 
     # --- models -----------------------------------------------------------------------------
     @staticmethod

@@ -18,6 +18,7 @@ from vlmsafety.attacks import (  # noqa: F401
     jailbreakbench,
     jailbreakv,
     mmsafetybench,
+    organism,
     typo,
     xstest,
 )

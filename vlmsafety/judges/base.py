@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from vlmsafety.errors import check_options
 from vlmsafety.records import GenerationRecord
@@ -14,8 +14,19 @@ from vlmsafety.registry import Registry
 class Judge(ABC):
     """Decides, per response, whether the model complied with (unsafe) or refused the request."""
 
+    # A judge that also sorts responses into classes names them here; its verdicts carry "label".
+    labels: ClassVar[tuple[str, ...]] = ()
+    # A ground-truth judge: the other judges of a run are scored against it (metrics.judge_vs_reference).
+    reference: ClassVar[bool] = False
+
     def __init__(self, name: str):
         self.name = name
+
+    def covers(self, records: Sequence[GenerationRecord]) -> bool:
+        """Whether this judge applies to `records`; a judge that knows only one world (the organism's
+        oracle) returns False for a set wholly outside it and is then left out of the run with a note.
+        A set it covers only in part is an error the judge raises itself."""
+        return True
 
     @abstractmethod
     def judge(self, records: Sequence[GenerationRecord]) -> list[dict[str, Any]]:

@@ -14,10 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from vlmsafety import environment
 from vlmsafety.attacks import AttackItem, AttackSet, load_attack_set
+from vlmsafety.judges import Judge
 from vlmsafety.layers import resolve_layer
 from vlmsafety.models.base import FamilyAdapter, GenerationSettings
 from vlmsafety.records import GENERATIONS, METRICS, GenerationRecord, write_json_atomic, write_jsonl_atomic
-from vlmsafety.scoring import apply_judges, apply_scorers, judging_metrics
+from vlmsafety.scoring import apply_judges, apply_scorers, covering, judging_metrics
 from vlmsafety.tasks import register_task
 from vlmsafety.ui import progress
 from vlmsafety.worker import Worker, get_worker
@@ -57,15 +58,14 @@ def run_eval(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     torch.manual_seed(int(cfg.seed))
     records = generate_records(cfg, worker, adapter, items, layer, timings)
     with _timed(timings, "judge"):
+        judges = covering(judges, records)
         apply_judges(records, judges)
     with _timed(timings, "toxicity"):
         apply_scorers(records, scorers)
 
     write_jsonl_atomic(out_dir / GENERATIONS, records)
     timings["total"] = time.perf_counter() - started
-    metrics = build_metrics(
-        cfg, adapter, layer, records, [j.name for j in judges], [s.name for s in scorers], timings, attack_set
-    )
+    metrics = build_metrics(cfg, adapter, layer, records, judges, [s.name for s in scorers], timings, attack_set)
     write_json_atomic(out_dir / METRICS, metrics)
     _log_result(metrics)
     return metrics
@@ -118,9 +118,10 @@ def generate_records(
 
 def build_metrics(
     cfg: DictConfig, adapter: FamilyAdapter, layer: int, records: list[GenerationRecord],
-    judge_names: list[str], scorer_names: list[str], timings: dict[str, float], attack_set: AttackSet | None = None,
+    judges: list[Judge], scorer_names: list[str], timings: dict[str, float], attack_set: AttackSet | None = None,
 ) -> dict[str, Any]:
     device = adapter.device
+    judge_names = [j.name for j in judges]
     hours = timings["total"] / 3600
     new_tokens = sum(r.n_new_tokens for r in records)
     return {
@@ -139,7 +140,7 @@ def build_metrics(
         "n": len(records),
         "n_harmful": sum(r.harmful for r in records),
         "n_benign": sum(not r.harmful for r in records),
-        **judging_metrics(records, judge_names, scorer_names),
+        **judging_metrics(records, judge_names, scorer_names, judges),
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "device": environment.device_description(device),
         "device_hours": hours,

@@ -32,7 +32,7 @@ from vlmsafety.records import (
     write_jsonl_atomic,
 )
 from vlmsafety.report import SUMMARY_CSV, natural_key, write_summary
-from vlmsafety.scoring import apply_judges, apply_scorers, judged_names, judging_metrics
+from vlmsafety.scoring import apply_judges, apply_scorers, covering, judged_names, judging_metrics
 from vlmsafety.tasks import register_task
 from vlmsafety.ui import progress
 from vlmsafety.worker import get_worker
@@ -81,6 +81,7 @@ def rescore_job(job: Path, judges: list, scorers: list) -> dict[str, Any]:
     records = read_generations(job / GENERATIONS)
     timings: dict[str, float] = {}
     t = time.perf_counter()
+    judges = covering(judges, records)
     apply_judges(records, judges)
     timings["judge"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -91,7 +92,7 @@ def rescore_job(job: Path, judges: list, scorers: list) -> dict[str, Any]:
     metrics_path = job / METRICS
     metrics: dict[str, Any] = read_json(metrics_path) if metrics_path.exists() else {"status": "complete", "n": len(records)}
     judge_names, scorer_names = judged_names(records)
-    metrics.update(judging_metrics(records, judge_names, scorer_names))
+    metrics.update(judging_metrics(records, judge_names, scorer_names, judges))
     metrics["rescored"] = {
         "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "judges": [j.name for j in judges],
