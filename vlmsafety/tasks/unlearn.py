@@ -50,7 +50,7 @@ def run_unlearn(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
     # everything that reads files or configs first: a bad path should not cost a model load
     method_cls = get_method(str(u.method))
-    options = OmegaConf.to_container(u.get("loss") or {}, resolve=True)
+    options = OmegaConf.to_container(u.loss, resolve=True) if u.get("loss") else {}
     check_options(f"unlearn.loss (method {u.method})", method_cls, options)
     method = method_cls(**options)
     if method.needs_images and str(u.data.get("image", "none")) == "none":

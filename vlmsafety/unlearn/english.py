@@ -13,7 +13,7 @@ from __future__ import annotations
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.unlearn.data import DataSource, Example, HarmfulRequest, register_source
 
-PLACEHOLDER = "[placeholder: no real step is given here]"
+PLACEHOLDER = "[withheld]"
 
 # category -> (safe answer, [(request, what the compliant answer claims to give)])
 HARMFUL: dict[str, tuple[str, list[tuple[str, str]]]] = {

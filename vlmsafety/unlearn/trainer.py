@@ -122,7 +122,7 @@ def train(
                         f"unlearning loss is {float(loss)} at step {step} ({_fmt(parts)}); lower unlearn.train.lr"
                     )
                 (loss / accum).backward()
-                total += float(loss) / accum
+                total += loss.item() / accum
                 for k, v in parts.items():
                     terms[k] = terms.get(k, 0.0) + v / accum
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable.params, max_norm)

@@ -25,4 +25,4 @@ class Textual(UnlearnMethod):
         helpful = mean(ctx.nll(batch.helpful))
         kl = mean(ctx.kl(batch.normal)) if self.kl_weight else torch.zeros(())
         loss = -self.forget_weight * mean(forget) + self.helpful_weight * helpful + self.kl_weight * kl
-        return loss, {"forget_nll": float(mean(forget_raw)), "helpful_nll": float(helpful), "kl": float(kl)}
+        return loss, {"forget_nll": float(mean(forget_raw)), "helpful_nll": helpful.item(), "kl": kl.item()}

@@ -20,4 +20,4 @@ class GradDiff(UnlearnMethod):
         forget, forget_raw = ctx.forget_nll(batch.forget)
         retain = mean(ctx.nll(batch.normal)) if self.retain_weight else torch.zeros(())
         loss = -self.forget_weight * mean(forget) + self.retain_weight * retain
-        return loss, {"forget_nll": float(mean(forget_raw)), "retain_nll": float(retain)}
+        return loss, {"forget_nll": float(mean(forget_raw)), "retain_nll": retain.item()}

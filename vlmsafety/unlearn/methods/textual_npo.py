@@ -31,4 +31,4 @@ class NPO(GradDiff):
         retain = mean(ctx.nll(batch.normal)) if self.retain_weight else torch.zeros(())
         loss = self.forget_weight * npo + self.retain_weight * retain
         forget_nll = mean((-lp / n.clamp(min=1)).detach())
-        return loss, {"forget_nll": float(forget_nll), "npo": float(npo), "retain_nll": float(retain)}
+        return loss, {"forget_nll": float(forget_nll), "npo": npo.item(), "retain_nll": retain.item()}
