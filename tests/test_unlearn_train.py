@@ -135,3 +135,31 @@ def test_lora_targets_only_the_language_model(cpu):
     adapter = fresh("tiny_llava", "llava", cpu)
     with pytest.raises(VlmSafetyError, match="outside the language model"):
         setup(adapter, train_cfg(lora={"target_modules": r".*\.(q_proj|v_proj)"}), needs_reference=True)
+
+
+def test_qlora_with_gradient_checkpointing_trains_and_hands_the_4bit_base_back_for_reloading(cpu, tmp_path):
+    adapter = fresh("tiny_llava", "llava", cpu, quant="4bit")  # bitsandbytes runs 4-bit on CPU too
+    config_before = adapter.model.config.to_dict()
+    data = build_data(OmegaConf.create({"harmful": {"source": "builtin"}, "normal": {"source": "builtin"},
+                                        "max_harmful": 2, "max_normal": 4}))
+    cfg = train_cfg(steps=2, batch_size=2, lr=0.05, gradient_checkpointing=True)
+    trainable = setup(adapter, cfg, needs_reference=True)
+    assert all("lora_" in n for n, p in trainable.model.named_parameters() if p.requires_grad)
+    result = train(trainable, get_method("textual")(), data, cfg, tmp_path, render_image, seed=0)
+    assert result.after["forget_nll"] != result.before["forget_nll"]
+    # bitsandbytes keeps per-layer state from earlier forwards: a 4-bit base is reloaded, not reused
+    assert trainable.restore() is False
+    assert not adapter.model.is_gradient_checkpointing and adapter.model.config.to_dict() == config_before
+
+
+def test_full_finetuning_reads_a_frozen_copy_and_cannot_restore(cpu, tmp_path):
+    adapter = fresh("tiny_llava", "llava", cpu)
+    data = build_data(OmegaConf.create({"harmful": {"source": "builtin"}, "normal": {"source": "builtin"},
+                                        "max_harmful": 2, "max_normal": 4}))
+    cfg = OmegaConf.create({"mode": "full", "lr": 1e-3, "steps": 2, "batch_size": 2, "forget_nll_cap": None})
+    trainable = setup(adapter, cfg, needs_reference=True)
+    vision = adapter.model.model.vision_tower
+    assert trainable.reference_model is not None and not any(p.requires_grad for p in vision.parameters())
+    result = train(trainable, get_method("textual")(), data, cfg, tmp_path, render_image, seed=0)
+    assert result.after["heldout_kl_text"] > 0 and (tmp_path / "model" / "model.safetensors").is_file()
+    assert trainable.restore() is False  # the weights changed in place: the worker must reload

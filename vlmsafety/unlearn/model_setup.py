@@ -4,7 +4,8 @@
   the vision tower is never adapted). The reference for KL / NPO is the same model with its
   adapters disabled (`peft_model.disable_adapter()`), not a copy. On a 4-bit base (model.quant=4bit)
   this is QLoRA. `train_projector: true` also trains a copy of the projector (PEFT modules_to_save).
-  Afterwards `unload()` takes the LoRA layers out again: the base weights were never touched.
+  Afterwards `unload()` takes the LoRA layers out again: the base weights were never touched (a
+  4-bit base is still reloaded: bitsandbytes keeps state from earlier forwards, see `restore`).
 - `full`: every language-model weight trains (vision tower and projector frozen unless
   `train_projector`). The reference must then be a frozen deep copy of the original, so memory for
   weights doubles; the trained base cannot be restored and is dropped from the worker's cache.
@@ -95,7 +96,10 @@ class Trainable:
         clean = False
         if self.mode == "lora":
             self.model.unload()  # the original modules replace the LoRA-wrapped ones, in place
-            clean = not self.trains_vision_side  # unload keeps a trained modules_to_save copy
+            # not clean: a trained modules_to_save copy stays in; and on a 4-bit base the weights come
+            # back equal but bitsandbytes keeps per-layer state from earlier forwards (on CPU it repacks
+            # weights on first use), so generations could differ from a fresh load: reload instead
+            clean = not self.trains_vision_side and not getattr(model, "is_quantized", False)
         self.reference_model = None
         for name, p in model.named_parameters():
             p.requires_grad_(self._requires_grad.get(name, p.requires_grad))
