@@ -42,6 +42,7 @@ class Trainable:
     mode: str
     reference_model: torch.nn.Module | None = None  # full fine-tuning's frozen copy
     trains_vision_side: bool = False  # the projector trains (features after it change)
+    gradient_checkpointing: bool = False  # enabled by setup, disabled by restore
     _requires_grad: dict[str, bool] = field(default_factory=dict)
 
     @property
@@ -91,8 +92,9 @@ class Trainable:
     def restore(self) -> bool:
         """Put the base model back as loaded; True when its weights are exactly the original ones."""
         model = self.adapter.model
-        if getattr(model, "is_gradient_checkpointing", False):
+        if self.gradient_checkpointing:
             model.gradient_checkpointing_disable()
+            self.gradient_checkpointing = False
         clean = False
         if self.mode == "lora":
             self.model.unload()  # the original modules replace the LoRA-wrapped ones, in place
@@ -136,6 +138,7 @@ def setup(adapter: FamilyAdapter, cfg: Any, needs_reference: bool) -> Trainable:
     trainable._requires_grad = flags
     if cfg.get("gradient_checkpointing"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        trainable.gradient_checkpointing = True
     trainable.model.train()
     log.info("unlearning trains %d parameters (%s%s%s)", trainable.n_trainable, mode,
              " on a 4-bit base = QLoRA" if getattr(model, "is_quantized", False) else "",
