@@ -74,3 +74,32 @@ def test_unlearn_without_a_recipe_or_with_a_bad_one_says_so(tmp_path):
     cfg = OmegaConf.create({"seed": 0, "unlearn": {"name": "x", "method": "textual", "loss": {"kl_wieght": 1}}})
     with pytest.raises(VlmSafetyError, match="unknown option 'kl_wieght'"):
         run_unlearn(cfg, tmp_path)
+
+
+def test_eval_layers_default_all_or_a_list():
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from vlmsafety.errors import VlmSafetyError
+    from vlmsafety.tasks.unlearn import eval_layers
+
+    adapter = SimpleNamespace(num_layers=24, default_layer=23)
+    cfg = OmegaConf.create({"layer": None, "model": {"name": "m"}})
+    assert eval_layers("default", cfg, adapter) == [23]
+    assert eval_layers("default", OmegaConf.create({"layer": 7, "model": {"name": "m"}}), adapter) == [7]
+    assert eval_layers("all", cfg, adapter) == list(range(25))
+    assert eval_layers([0, -1, 12, 24], cfg, adapter) == [0, 24, 12]
+    with pytest.raises(VlmSafetyError, match="valid layers are 0..24"):
+        eval_layers([30], cfg, adapter)
+
+
+def test_a_nested_unlearn_group_option_is_checked_on_the_command_line():
+    from conftest import REPO
+
+    from vlmsafety.cli import check_group_overrides
+    from vlmsafety.errors import VlmSafetyError
+
+    check_group_overrides(["unlearn/data=pku_saferlhf", "unlearn/train=full"], REPO / "conf")
+    with pytest.raises(VlmSafetyError, match="unknown unlearn/data 'pku'; valid choices: builtin, pku_saferlhf, vlguard"):
+        check_group_overrides(["unlearn/data=pku"], REPO / "conf")
