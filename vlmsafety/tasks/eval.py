@@ -38,7 +38,7 @@ def run_eval(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     # the attack set first: a missing or bad file should not cost a model load
     attack_set = load_attack_set(cfg.attack, limit=cfg.limit, seed=cfg.seed)
     items = attack_set.items
-    with _timed(timings, "load"):
+    with timed(timings, "load"):
         adapter, _ = worker.model(cfg.model, cfg.device)
     device = adapter.device
     environment.reset_peak_memory(device)
@@ -51,7 +51,7 @@ def run_eval(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     )
 
     # judges and scorers load before generating, so that a missing key or checkpoint fails fast
-    with _timed(timings, "judge_load"):
+    with timed(timings, "judge_load"):
         judges = worker.judges(cfg.get("judge"))
         scorers = worker.scorers(cfg.get("toxicity"))
     return evaluate(cfg, worker, adapter, cfg.attack, attack_set, layer, judges, scorers, out_dir, timings, started)
@@ -69,9 +69,9 @@ def evaluate(
     """
     torch.manual_seed(int(cfg.seed))
     records = generate_records(cfg, worker, adapter, attack_set.items, layer, timings, attack_name=str(attack_cfg.name))
-    with _timed(timings, "judge"):
+    with timed(timings, "judge"):
         apply_judges(records, judges)
-    with _timed(timings, "toxicity"):
+    with timed(timings, "toxicity"):
         apply_scorers(records, scorers)
 
     write_jsonl_atomic(out_dir / GENERATIONS, records)
@@ -107,7 +107,7 @@ def generate_records(
     with progress() as bar:
         task = bar.add_task(f"generating at layer {layer}", total=len(batches))
         for batch in batches:
-            with _timed(timings, "encode"):
+            with timed(timings, "encode"):
                 rendered = [worker.image(it.image) if it.image is not None else None for it in batch]
                 with_image = [i for i, r in enumerate(rendered) if r is not None]
                 entries = worker.encode(adapter, [rendered[i][0] for i in with_image], [rendered[i][1] for i in with_image])
@@ -115,7 +115,7 @@ def generate_records(
                 for i, entry in zip(with_image, entries, strict=True):
                     encoded[i] = entry
             prompts = [adapter.render(it.text, it.image is not None) for it in batch]
-            with _timed(timings, "generate"):
+            with timed(timings, "generate"):
                 outs = adapter.generate(
                     prompts, [r[0] if r else None for r in rendered], encoded, layer, settings
                 )
@@ -191,7 +191,7 @@ def _log_result(m: dict[str, Any]) -> None:
 
 
 @contextmanager
-def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
+def timed(timings: dict[str, float], phase: str) -> Iterator[None]:
     t = time.perf_counter()
     try:
         yield

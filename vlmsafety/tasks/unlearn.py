@@ -25,7 +25,7 @@ from vlmsafety.layers import resolve_layer
 from vlmsafety.models.base import FamilyAdapter
 from vlmsafety.records import METRICS, write_json_atomic
 from vlmsafety.tasks import register_task
-from vlmsafety.tasks.eval import _timed, evaluate
+from vlmsafety.tasks.eval import evaluate, timed
 from vlmsafety.unlearn.cost import cost_summary, model_sizes
 from vlmsafety.unlearn.data import build_data
 from vlmsafety.unlearn.methods import get_method
@@ -62,14 +62,14 @@ def run_unlearn(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         u.name, len(data.helpful), len(data.forget_examples), len(data.normal), len(data.heldout), u.data.get("image", "none"),
     )
 
-    with _timed(timings, "load"):
+    with timed(timings, "load"):
         adapter, _ = worker.model(cfg.model, cfg.device)
     environment.reset_peak_memory(adapter.device)
     layers = eval_layers(u.get("eval", {}).get("layers", "default"), cfg, adapter)
     judges, scorers = worker.judges(cfg.get("judge")), worker.scorers(cfg.get("toxicity"))
     run_evals = _eval_runner(cfg, worker, adapter, attacks, layers, judges, scorers, out_dir, timings)
     if u.get("eval", {}).get("before", True):
-        with _timed(timings, "eval_before"):
+        with timed(timings, "eval_before"):
             run_evals("before")
 
     sizes = model_sizes(adapter, 0)  # before adapters are added
@@ -77,13 +77,13 @@ def run_unlearn(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     adapter.modified = True  # until restore() proves otherwise, no later job may get this model
     try:
         trainable = setup(adapter, u.train, method.needs_reference)
-        with _timed(timings, "train"):
+        with timed(timings, "train"):
             result = train(trainable, method, data, u.train, out_dir, lambda spec: worker.image(spec)[0], int(cfg.seed))
         trainable.model.eval()
-        with _timed(timings, "eval_after"):
+        with timed(timings, "eval_after"):
             run_evals("after")
         if u.train.get("merge"):
-            with _timed(timings, "save_merged"):
+            with timed(timings, "save_merged"):
                 result.saved.append(str(trainable.save_merged(out_dir)))
     finally:
         clean = trainable.restore() if trainable is not None else False
