@@ -164,3 +164,16 @@ def test_full_finetuning_reads_a_frozen_copy_and_cannot_restore(cpu, tmp_path):
     result = train(trainable, get_method("textual")(), data, cfg, tmp_path, render_image, seed=0)
     assert result.after["heldout_kl_text"] > 0 and (tmp_path / "model" / "model.safetensors").is_file()
     assert trainable.restore() is False  # the weights changed in place: the worker must reload
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (QLoRA with bf16 autocast)")
+def test_qlora_on_cuda_with_bf16_autocast(tmp_path):
+    adapter = fresh("tiny_llava", "llava", torch.device("cuda"), quant="4bit")
+    data = build_data(OmegaConf.create({"harmful": {"source": "builtin"}, "normal": {"source": "builtin"},
+                                        "max_harmful": 2, "max_normal": 4, "image": "benign"}))
+    cfg = train_cfg(steps=2, batch_size=2, lr=0.05, bf16=True)
+    trainable = setup(adapter, cfg, needs_reference=True)
+    result = train(trainable, get_method("multimodal")(), data, cfg, tmp_path, render_image, seed=0)
+    assert result.after["forget_nll"] != result.before["forget_nll"] and result.meter.images > 0
+    assert trainable.restore() is False
