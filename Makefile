@@ -9,9 +9,10 @@ LAYERS ?= range(0,25)
 THREADS ?= 1
 # prompts per generate call in `make run` (the organism is tiny; real checkpoints on a GPU may need 16)
 BATCH ?= 64
+RECIPES ?= textual,multimodal
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test organism sweep-layers report score lint clean
+.PHONY: help setup run test organism sweep-layers unlearn report score lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -35,6 +36,9 @@ organism: $(STAMP)  ## retrain the shipped organism (5-8 min on a shared 2-core 
 
 sweep-layers: $(STAMP)  ## sweep layers of any model: make sweep-layers ARGS="model=tiny_mllama" LAYERS="range(0,9)"
 	$(PY) run.py -m layer='$(LAYERS)' $(ARGS)
+
+unlearn: $(STAMP)  ## paper 2: textual vs multimodal unlearning, before/after + cost: make unlearn [RECIPES=textual,textual_npo] [ARGS=...]
+	$(PY) run.py -m task=unlearn unlearn=$(RECIPES) $(ARGS)
 
 report: $(STAMP)  ## re-summarise a sweep: make report SWEEP=multirun_outputs/DATE/TIME
 	$(PY) run.py task=report sweep_dir=$(SWEEP)

@@ -29,8 +29,8 @@ def check_group_overrides(argv: Sequence[str], conf_dir: Path) -> None:
     or for an override that would put a secret on the command line (and so into the snapshot)."""
     check_no_secrets(argv)
     for arg in argv:
-        m = re.match(r"^[+~]{0,2}(?P<group>[a-z_]+)=(?P<value>.*)$", arg)
-        if not m or m["group"] not in GROUPS:
+        m = re.match(r"^[+~]{0,2}(?P<group>[a-z_]+(?:/[a-z_]+)*)=(?P<value>.*)$", arg)
+        if not m or m["group"].split("/")[0] not in GROUPS:  # nested groups too, e.g. unlearn/data
             continue
         value = m["value"].strip()
         if not value or value == "null" or _SWEEP_FUNCTION.match(value):

@@ -28,8 +28,14 @@ ASR_PNG = "asr_vs_layer.png"
 
 
 def find_jobs(sweep_dir: Path) -> list[Path]:
-    """Job folders under `sweep_dir`: every folder (at any depth) that holds a metrics.json."""
-    return sorted({p.parent for p in sweep_dir.rglob(METRICS)}, key=natural_key)
+    """Job folders under `sweep_dir`: every folder (at any depth) that holds a metrics.json and is not
+    inside another such folder (an unlearn job keeps its evaluations' own metrics.json in eval/)."""
+    folders = sorted({p.parent for p in sweep_dir.rglob(METRICS)}, key=lambda p: len(p.parts))
+    jobs: list[Path] = []
+    for folder in folders:
+        if not any(job in folder.parents for job in jobs):
+            jobs.append(folder)
+    return sorted(jobs, key=natural_key)
 
 
 def collect(sweep_dir: Path) -> pd.DataFrame:
@@ -46,6 +52,7 @@ def _row(job: Path, sweep_dir: Path) -> dict[str, Any]:
     row: dict[str, Any] = {
         "job": str(job.relative_to(sweep_dir)),
         "status": m.get("status"),
+        "task": m.get("task", "eval"),
         "model": m.get("model"),
         "attack": m.get("attack"),
         "unlearn": m.get("unlearn"),
@@ -108,15 +115,29 @@ def write_summary(sweep_dir: str | Path, show: bool = True) -> dict[str, Path]:
     csv_path = sweep_dir / SUMMARY_CSV
     write_text_atomic(csv_path, df.to_csv(index=False))
     paths = {"csv": csv_path}
-    png = plot_asr_vs_layer(df)
+    evals = df[df["task"] != "unlearn"]
+    png = plot_asr_vs_layer(evals) if not evals.empty else None
     if png is not None:
         paths["png"] = sweep_dir / ASR_PNG
         write_bytes_atomic(paths["png"], png)
+    tables = [summary_table(evals), agreement_table(evals)] if not evals.empty else []
+    unlearn_jobs = [sweep_dir / j for j in df.loc[df["task"] == "unlearn", "job"]]
+    if unlearn_jobs:
+        from vlmsafety.unlearn import summary as unlearn_summary
+
+        results = unlearn_summary.result_rows(sweep_dir, unlearn_jobs)
+        costs = unlearn_summary.cost_rows(sweep_dir, unlearn_jobs)
+        paths["unlearn_csv"] = sweep_dir / unlearn_summary.UNLEARN_CSV
+        paths["cost_csv"] = sweep_dir / unlearn_summary.COST_CSV
+        write_text_atomic(paths["unlearn_csv"], results.to_csv(index=False))
+        write_text_atomic(paths["cost_csv"], costs.to_csv(index=False))
+        if not results.empty:
+            tables.append(unlearn_summary.results_table(results))
+        tables.append(unlearn_summary.cost_table(costs))
     if show:
-        console.print(summary_table(df))
-        agreement = agreement_table(df)
-        if agreement is not None:
-            console.print(agreement)
+        for table in tables:
+            if table is not None:
+                console.print(table)
         for kind, path in paths.items():
             console.print(f"{kind}: {path}")
     return paths

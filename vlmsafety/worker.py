@@ -1,6 +1,7 @@
 """The worker: one per process, owning the expensive state that jobs of a sweep share (DESIGN.md §4).
 
-Loaded models are keyed by (source, revision, dtype, quant, adapter); per-image vision features
+Loaded models are keyed by (source, revision, dtype, quant, adapter); a model whose weights a job
+changed (`adapter.modified`, set by unlearning) is never handed out again but reloaded. Per-image vision features
 by (model key, image content hash); judges and toxicity scorers by their config. With Hydra's
 basic launcher every job of a sweep runs in this process, so a 25-layer sweep loads the model
 once and runs the vision encoder once per image.
@@ -88,8 +89,9 @@ class Worker:
     def model(self, spec: DictConfig, device: str = "auto") -> tuple[FamilyAdapter, bool]:
         """The adapter for `spec`, and whether this call loaded it (False = reused)."""
         key = self.model_key(spec) + f"|{device}"
-        if key in self._models:
-            return self._models[key], False
+        cached = self._models.get(key)
+        if cached is not None and not cached.modified:
+            return cached, False
         for old_key in list(self._models):  # one model at a time: free memory before the next loads
             self.release_model(old_key)
         adapter = load_adapter(spec, resolve_device(device))
@@ -98,6 +100,7 @@ class Worker:
         return adapter, True
 
     def release_model(self, key: str) -> None:
+        """Forget the model under `key` and its cached features (the next request loads it afresh)."""
         self._models.pop(key, None)
         self.features.drop_model(key)
         if torch.cuda.is_available():

@@ -47,11 +47,17 @@ class FamilyAdapter(ABC):
     model_class: ClassVar[type]  # the transformers class `from_pretrained` is called on
     # modules kept unquantized under `quant: 4bit/8bit` (vision tower and projector by default)
     quant_skip_modules: ClassVar[tuple[str, ...]] = ("model.vision_tower", "model.multi_modal_projector", "lm_head")
+    # where the language model sits (unlearning adapts modules under it only) and the projector's modules
+    language_model_prefix: ClassVar[str] = "model.language_model"
+    projector_modules: ClassVar[tuple[str, ...]] = ("model.multi_modal_projector",)
 
     def __init__(self, model: Any, processor: Any, name: str = "model"):
         self.model = model
         self.processor = processor
         self.name = name
+        # True while a job changes the weights (unlearning) and after, unless it restored them exactly:
+        # the worker then never hands this model to a later job but loads the checkpoint again
+        self.modified = False
         tokenizer = getattr(processor, "tokenizer", processor)
         tokenizer.padding_side = "left"  # batched generation of decoder-only LMs needs left padding
 
@@ -97,6 +103,53 @@ class FamilyAdapter(ABC):
                 "chat_template.jinja (or processor_config.json)"
             )
         return self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+
+    def render_answer(self, text: str, has_image: bool, answer: str) -> str:
+        """What follows `render(text, has_image)` when the assistant answers `answer`, end-of-turn token included.
+
+        Built with the checkpoint's own chat template (a user turn, then an assistant turn); a
+        template that does not close the turn gets the model's end-of-sequence token appended, so
+        that training on it also teaches the model to stop.
+        """
+        prompt = self.render(text, has_image)
+        content: list[dict[str, Any]] = [{"type": "image"}] if has_image else []
+        content.append({"type": "text", "text": text})
+        messages = [{"role": "user", "content": content}, {"role": "assistant", "content": [{"type": "text", "text": answer}]}]
+        full = self.processor.apply_chat_template(messages).rstrip()
+        if not full.startswith(prompt):
+            raise VlmSafetyError(
+                f"{self.name}: the chat template does not continue the generation prompt {prompt[-40:]!r} with the "
+                "assistant turn, so answer tokens cannot be told apart; set model.chat_template to one that does"
+            )
+        tail = full[len(prompt):]
+        ends = self.end_of_turn_tokens()
+        return tail if any(tail.endswith(t) for t in ends) else tail + ends[0]
+
+    def end_of_turn_tokens(self) -> list[str]:
+        """The token strings that end an answer (generation's EOS ids), the tokenizer's EOS first."""
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        eos = self.model.generation_config.eos_token_id
+        ids = [i for i in (eos if isinstance(eos, list) else [eos]) if i is not None]
+        if not ids:
+            raise VlmSafetyError(f"{self.name}: the generation config has no eos_token_id; set one in generation_config.json")
+        ids.sort(key=lambda i: i != tokenizer.eos_token_id)
+        return [tokenizer.convert_ids_to_tokens(i) for i in ids]
+
+    def model_inputs(self, prompts: Sequence[str], images: Sequence[Image.Image | None]) -> Any:
+        """Processor outputs for rendered prompts with their images (None = text only), left-padded, as `model(...)` takes them."""
+        present = [img for img in images if img is not None]
+        return self.processor(
+            text=list(prompts), images=present or None, padding=True, return_tensors="pt",
+            add_special_tokens=self._needs_bos(prompts),
+        )
+
+    def vision_tokens(self, inputs: Any) -> int:
+        """Tokens the vision encoder processed for `inputs` (patches of every image and tile; for cost estimates)."""
+        pixels = inputs.get("pixel_values") if hasattr(inputs, "get") else None
+        if pixels is None:
+            return 0
+        v = self.model.config.vision_config
+        return int(pixels.numel() // (getattr(v, "num_channels", 3) * v.patch_size**2))
 
     # --- vision -----------------------------------------------------------------------------
     @abstractmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -72,6 +73,8 @@ def load_adapter(spec: Any, device: torch.device) -> FamilyAdapter:
         raise
     if not placed_by_accelerate(model):
         model.to(device)
+    if spec.get("adapter"):
+        attach_adapter(model, str(spec.adapter))
     offloaded = sorted({str(d) for d in (getattr(model, "hf_device_map", None) or {}).values()} & {"cpu", "disk"})
     if device.type == "cuda" and offloaded:
         log.warning("%s does not fit on the GPU(s): part of it runs from %s (slow); try model.quant=4bit",
@@ -82,6 +85,22 @@ def load_adapter(spec: Any, device: torch.device) -> FamilyAdapter:
         model.get_memory_footprint() / 2**30,
     )
     return family(model, processor, name=spec.get("name", source))
+
+
+def attach_adapter(model: Any, path: str) -> None:
+    """Load a saved LoRA adapter (an unlearn job's `adapter/` folder) into `model`, in place, unmerged.
+
+    Unmerged, the model computes exactly what the trained model computed when the adapter was saved.
+    """
+    folder = Path(path).expanduser()
+    if not (folder / "adapter_config.json").is_file():
+        raise VlmSafetyError(
+            f"model.adapter={path} has no adapter_config.json; point it at the adapter/ folder an unlearn job saved"
+        )
+    from peft import PeftModel
+
+    PeftModel.from_pretrained(model, str(folder), is_trainable=False)  # injects the LoRA layers into `model`
+    log.info("attached adapter %s", folder)
 
 
 def _placement(spec: Any, device: torch.device, dtype: torch.dtype, family: type[FamilyAdapter]) -> dict[str, Any]:

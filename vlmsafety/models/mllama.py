@@ -186,6 +186,15 @@ class MllamaAdapter(FamilyAdapter):
         hidden_size = self.model.config.text_config.hidden_size
         return self._projector(out).reshape(-1, out.shape[-2], hidden_size)
 
+    def model_inputs(self, prompts: Sequence[str], images: Sequence[Image.Image | None]) -> Any:
+        """Processor outputs, one image list per prompt (Mllama's processor pairs images with prompts by nesting)."""
+        has_image = any(img is not None for img in images)
+        return self.processor(
+            text=list(prompts),
+            images=[[img] if img is not None else [] for img in images] if has_image else None,
+            padding=True, return_tensors="pt", add_special_tokens=self._needs_bos(prompts),
+        )
+
     # --- generation ---------------------------------------------------------------------------------
     @torch.no_grad()
     def generate(

@@ -65,6 +65,7 @@ class Qwen2VLAdapter(FamilyAdapter):
     model_class = Qwen2VLForConditionalGeneration
     processor_class: type[ProcessorMixin] = images_only(Qwen2VLProcessor)
     quant_skip_modules = ("model.visual", "lm_head")  # the ViT and its patch merger
+    projector_modules = ("model.visual.merger",)
 
     def __init__(self, model: Any, processor: Any, name: str = "model"):
         super().__init__(model, processor, name)
@@ -142,6 +143,11 @@ class Qwen2VLAdapter(FamilyAdapter):
         hidden = entry.states[layer].to(self._vision_device, self._visual.dtype)  # [patches, D]
         merged = self._visual.merger(hidden)  # [patches / merge², LM hidden]
         return merged[entry.order.to(merged.device)]
+
+    def vision_tokens(self, inputs: Any) -> int:
+        """Patches the ViT processed: `pixel_values` holds one row per patch ([patches, C·T·P·P])."""
+        pixels = inputs.get("pixel_values")
+        return 0 if pixels is None else int(pixels.shape[0])
 
     # --- generation ------------------------------------------------------------------------------
     @torch.no_grad()

@@ -18,6 +18,7 @@ def _load_builtins() -> None:
     from vlmsafety.tasks import inspect as _inspect  # noqa: F401
     from vlmsafety.tasks import report as _report  # noqa: F401
     from vlmsafety.tasks import score as _score  # noqa: F401
+    from vlmsafety.tasks import unlearn as _unlearn  # noqa: F401
 
 
 TASKS: Registry[Task] = Registry("task", _load_builtins)

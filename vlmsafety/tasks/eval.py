@@ -39,7 +39,7 @@ def run_eval(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     # the attack set first: a missing or bad file should not cost a model load
     attack_set = load_attack_set(cfg.attack, limit=cfg.limit, seed=cfg.seed)
     items = attack_set.items
-    with _timed(timings, "load"):
+    with timed(timings, "load"):
         adapter, _ = worker.model(cfg.model, cfg.device)
     device = adapter.device
     environment.reset_peak_memory(device)
@@ -52,28 +52,47 @@ def run_eval(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     )
 
     # judges and scorers load before generating, so that a missing key or checkpoint fails fast
-    with _timed(timings, "judge_load"):
+    with timed(timings, "judge_load"):
         judges = worker.judges(cfg.get("judge"))
         scorers = worker.scorers(cfg.get("toxicity"))
+    return evaluate(cfg, worker, adapter, cfg.attack, attack_set, layer, judges, scorers, out_dir, timings, started)
+
+
+def evaluate(
+    cfg: DictConfig, worker: Worker, adapter: FamilyAdapter, attack_cfg: DictConfig, attack_set: AttackSet,
+    layer: int, judges: list, scorers: list, out_dir: Path, timings: dict[str, float], started: float,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Generate at `layer` for every item, judge, score, and write generations.jsonl and metrics.json.
+
+    The part of `task=eval` after loading; `task=unlearn` calls it for each phase, attack set and
+    layer. `extra` is merged into metrics.json; `started` is the job's start (for the total time).
+    """
     torch.manual_seed(int(cfg.seed))
-    records = generate_records(cfg, worker, adapter, items, layer, timings)
-    with _timed(timings, "judge"):
+    records = generate_records(cfg, worker, adapter, attack_set.items, layer, timings, attack_name=str(attack_cfg.name))
+    with timed(timings, "judge"):
         judges = covering(judges, records)
         apply_judges(records, judges)
-    with _timed(timings, "toxicity"):
+    with timed(timings, "toxicity"):
         apply_scorers(records, scorers)
 
     write_jsonl_atomic(out_dir / GENERATIONS, records)
     timings["total"] = time.perf_counter() - started
-    metrics = build_metrics(cfg, adapter, layer, records, judges, [s.name for s in scorers], timings, attack_set)
+    metrics = build_metrics(
+        cfg, adapter, layer, records, judges, [s.name for s in scorers], timings, attack_set, attack_cfg=attack_cfg,
+    )
+    metrics.update(extra or {})
     write_json_atomic(out_dir / METRICS, metrics)
     _log_result(metrics)
     return metrics
 
 
 def generate_records(
-    cfg: DictConfig, worker: Worker, adapter: FamilyAdapter, items: list[AttackItem], layer: int, timings: dict
+    cfg: DictConfig, worker: Worker, adapter: FamilyAdapter, items: list[AttackItem], layer: int, timings: dict,
+    attack_name: str | None = None,
 ) -> list[GenerationRecord]:
+    """One record per item, generated at `layer` (batched; text-only and image prompts apart), in item order."""
+    attack_name = attack_name or str(cfg.attack.name)
     settings = GenerationSettings(
         max_new_tokens=int(cfg.max_new_tokens), do_sample=bool(cfg.do_sample),
         temperature=float(cfg.temperature), top_p=float(cfg.top_p),
@@ -89,7 +108,7 @@ def generate_records(
     with progress() as bar:
         task = bar.add_task(f"generating at layer {layer}", total=len(batches))
         for batch in batches:
-            with _timed(timings, "encode"):
+            with timed(timings, "encode"):
                 rendered = [worker.image(it.image) if it.image is not None else None for it in batch]
                 with_image = [i for i, r in enumerate(rendered) if r is not None]
                 entries = worker.encode(adapter, [rendered[i][0] for i in with_image], [rendered[i][1] for i in with_image])
@@ -97,14 +116,14 @@ def generate_records(
                 for i, entry in zip(with_image, entries, strict=True):
                     encoded[i] = entry
             prompts = [adapter.render(it.text, it.image is not None) for it in batch]
-            with _timed(timings, "generate"):
+            with timed(timings, "generate"):
                 outs = adapter.generate(
                     prompts, [r[0] if r else None for r in rendered], encoded, layer, settings
                 )
             for it, prompt, r, out in zip(batch, prompts, rendered, outs, strict=True):
                 records.append(
                     GenerationRecord(
-                        id=it.id, attack=str(cfg.attack.name), category=it.category, harmful=it.harmful,
+                        id=it.id, attack=attack_name, category=it.category, harmful=it.harmful,
                         behavior=it.behavior or it.text, prompt=prompt,
                         image={"spec": it.image.to_dict(), "sha256": r[1]} if r else None,
                         layer=layer, response=out.text, n_new_tokens=out.n_new_tokens, target=it.target,
@@ -119,7 +138,9 @@ def generate_records(
 def build_metrics(
     cfg: DictConfig, adapter: FamilyAdapter, layer: int, records: list[GenerationRecord],
     judges: list[Judge], scorer_names: list[str], timings: dict[str, float], attack_set: AttackSet | None = None,
+    attack_cfg: DictConfig | None = None,
 ) -> dict[str, Any]:
+    attack_cfg = attack_cfg if attack_cfg is not None else cfg.attack
     device = adapter.device
     judge_names = [j.name for j in judges]
     hours = timings["total"] / 3600
@@ -133,7 +154,7 @@ def build_metrics(
         "layer_requested": cfg.layer,
         "default_layer": adapter.default_layer,
         "num_layers": adapter.num_layers,
-        "attack": cfg.attack.name,
+        "attack": attack_cfg.name,
         "attack_source": attack_set.source if attack_set else None,
         "attack_rows_skipped": attack_set.skipped if attack_set else 0,  # bad rows dropped (attack.on_bad_row=skip)
         "unlearn": (cfg.get("unlearn") or {}).get("name", "none"),
@@ -172,7 +193,7 @@ def _log_result(m: dict[str, Any]) -> None:
 
 
 @contextmanager
-def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
+def timed(timings: dict[str, float], phase: str) -> Iterator[None]:
     t = time.perf_counter()
     try:
         yield

@@ -1,0 +1,105 @@
+"""`python run.py -m task=unlearn unlearn=textual,multimodal` end to end, in a subprocess, as a user runs it."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from test_pipeline import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_textual_and_multimodal_in_one_process_each_from_the_clean_base(tmp_path):
+    sweep = tmp_path / "sweep"
+    p = run_cli(
+        "-m", "task=unlearn", "unlearn=textual,multimodal", "limit=3", "max_new_tokens=4",
+        "unlearn.train.steps=3", "unlearn.train.lr=0.02", "unlearn.train.forget_nll_cap=null",
+        "unlearn.data.max_harmful=3", "unlearn.data.max_normal=4", "unlearn.data.eval_attacks=[builtin_text,builtin_figstep]",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    jobs = [sweep / "0", sweep / "1"]
+    metrics = [json.loads((job / "metrics.json").read_text()) for job in jobs]
+    assert [m["unlearn"] for m in metrics] == ["textual", "multimodal"]
+    for job, m in zip(jobs, metrics, strict=True):
+        assert m["status"] == "complete" and m["task"] == "unlearn" and m["train"]["steps"] == 3
+        assert (job / "adapter" / "adapter_model.safetensors").is_file()
+        assert len((job / "train_log.jsonl").read_text().splitlines()) == 3
+        assert {"load", "eval_before", "train", "eval_after"} <= set(m["device_hours"])
+        for phase in ("before", "after"):
+            for attack in ("builtin_text", "builtin_figstep"):
+                sub = json.loads((job / "eval" / phase / attack / "layer_23" / "metrics.json").read_text())
+                assert sub["phase"] == phase and sub["attack"] == attack and sub["n"] == 3
+    textual, multimodal = metrics
+    assert textual["cost"]["images"] == 0 and multimodal["cost"]["images"] > 0
+    assert multimodal["cost"]["flops"]["total"] > textual["cost"]["flops"]["total"]
+
+    def gens(job, phase):
+        return (job / "eval" / phase / "builtin_figstep" / "layer_23" / "generations.jsonl").read_text()
+
+    # job 1 started from the clean base: its "before" equals job 0's "before", not job 0's unlearned model
+    assert gens(jobs[0], "after") != gens(jobs[0], "before")
+    assert gens(jobs[1], "before") == gens(jobs[0], "before")
+
+    results = rows(sweep / "unlearn_summary.csv")
+    parts = {(r["unlearn"], r["attack"], r["part"]) for r in results}
+    assert ("textual", "builtin_text", "text") in parts and ("multimodal", "builtin_figstep", "image") in parts
+    assert {"asr_keyword_before", "asr_keyword_after", "degenerate_harmful_after", "accuracy_after", "collapse"} <= set(results[0])
+    costs = {r["unlearn"]: r for r in rows(sweep / "unlearn_cost.csv")}
+    assert float(costs["textual"]["train_flops_vs_textual"]) == 1.0
+    assert float(costs["multimodal"]["train_flops_vs_textual"]) > 1.0
+    out = p.stderr + p.stdout
+    assert "Unlearning: before → after" in out and "Unlearning cost" in out
+
+
+def test_unlearn_without_a_recipe_or_with_a_bad_one_says_so(tmp_path):
+    from omegaconf import OmegaConf
+
+    from vlmsafety.errors import VlmSafetyError
+    from vlmsafety.tasks.unlearn import run_unlearn
+
+    cfg = OmegaConf.create({"unlearn": {"name": "none", "method": None}})
+    with pytest.raises(VlmSafetyError, match="task=unlearn needs a recipe: unlearn=textual"):
+        run_unlearn(cfg, tmp_path)
+    cfg = OmegaConf.create({"seed": 0, "unlearn": {"name": "multimodal", "method": "multimodal", "data": {"image": "none"}}})
+    with pytest.raises(VlmSafetyError, match="trains with images; set unlearn.data.image"):
+        run_unlearn(cfg, tmp_path)
+    cfg = OmegaConf.create({"seed": 0, "unlearn": {"name": "x", "method": "textual", "loss": {"kl_wieght": 1}}})
+    with pytest.raises(VlmSafetyError, match="unknown option 'kl_wieght'"):
+        run_unlearn(cfg, tmp_path)
+
+
+def test_eval_layers_default_all_or_a_list():
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from vlmsafety.errors import VlmSafetyError
+    from vlmsafety.tasks.unlearn import eval_layers
+
+    adapter = SimpleNamespace(num_layers=24, default_layer=23)
+    cfg = OmegaConf.create({"layer": None, "model": {"name": "m"}})
+    assert eval_layers("default", cfg, adapter) == [23]
+    assert eval_layers("default", OmegaConf.create({"layer": 7, "model": {"name": "m"}}), adapter) == [7]
+    assert eval_layers("all", cfg, adapter) == list(range(25))
+    assert eval_layers([0, -1, 12, 24], cfg, adapter) == [0, 24, 12]
+    with pytest.raises(VlmSafetyError, match="valid layers are 0..24"):
+        eval_layers([30], cfg, adapter)
+
+
+def test_a_nested_unlearn_group_option_is_checked_on_the_command_line():
+    from conftest import REPO
+
+    from vlmsafety.cli import check_group_overrides
+    from vlmsafety.errors import VlmSafetyError
+
+    check_group_overrides(["unlearn/data=pku_saferlhf", "unlearn/train=full"], REPO / "conf")
+    with pytest.raises(VlmSafetyError, match="unknown unlearn/data 'pku'; valid choices: builtin, pku_saferlhf, vlguard"):
+        check_group_overrides(["unlearn/data=pku"], REPO / "conf")
