@@ -13,11 +13,16 @@ _SWEEP_FUNCTION = re.compile(r"^\s*(range|choice|interval|glob|tag|sort|shuffle)
 _SECRET_KEY = re.compile(r"^(.*_)?(api_?key|secret|password)$|^(hf_|access_|auth_)?token$", re.IGNORECASE)
 
 
+def is_secret_key(key: str) -> bool:
+    """Whether a config key (dotted or not) names a secret: api_key, token, password, ..."""
+    return bool(_SECRET_KEY.search(key.rsplit(".", 1)[-1]))
+
+
 def check_no_secrets(argv: Sequence[str]) -> None:
     """Refuse `...api_key=...`-like overrides before Hydra copies them into .hydra/overrides.yaml."""
     for arg in argv:
         key = arg.split("=", 1)[0] if "=" in arg else ""
-        if _SECRET_KEY.search(key.rsplit(".", 1)[-1]):
+        if is_secret_key(key):
             raise VlmSafetyError(
                 f"refusing the override {key}=...: secrets come from environment variables only (e.g. "
                 "PERSPECTIVE_API_KEY) and are never written into a config snapshot"
