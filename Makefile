@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 LAYERS ?= range(0,25)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test sweep-layers report score lint clean
+.PHONY: help setup run test sweep-layers unlearn report score bench lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -28,14 +28,20 @@ test: $(STAMP)  ## run the test suite (offline)
 sweep-layers: $(STAMP)  ## sweep layers of any model: make sweep-layers ARGS="model=tiny_mllama" LAYERS="range(0,9)"
 	$(PY) run.py -m layer='$(LAYERS)' $(ARGS)
 
+unlearn: $(STAMP)  ## unlearn then evaluate: make unlearn RECIPE=textual ARGS="..." (needs task=unlearn, not in this release yet)
+	$(PY) run.py task=unlearn unlearn=$(or $(RECIPE),textual) $(ARGS)
+
 report: $(STAMP)  ## re-summarise a sweep: make report SWEEP=multirun_outputs/DATE/TIME
 	$(PY) run.py task=report sweep_dir=$(SWEEP)
 
 score: $(STAMP)  ## re-judge a run without generating: make score RUN=multirun_outputs/DATE/TIME JUDGES="[keyword,llamaguard3]"
 	$(PY) run.py task=score run_dir=$(RUN) judge='$(or $(JUDGES),[keyword])'
 
+bench: $(STAMP)  ## benchmarks (< 10 min): sweep cost, batched generation; prints a table, writes docs/PERFORMANCE.md
+	$(PY) -m benchmarks
+
 lint: $(STAMP)  ## ruff
-	$(VENV)/bin/ruff check vlmsafety tests run.py
+	$(VENV)/bin/ruff check vlmsafety tests benchmarks run.py
 
 clean:  ## remove outputs and caches (keeps .venv)
 	rm -rf outputs multirun_outputs .pytest_cache .ruff_cache .cache

@@ -41,6 +41,14 @@ class JobsFailed(VlmSafetyError):
     """Some jobs run inside one Hydra job (`layers=[...]`) failed; each has recorded its own failure."""
 
 
+def in_sweep() -> bool:
+    """Whether this job is one of a Hydra multirun (`-m`), in this process or a launcher's."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def job_key(cfg: DictConfig) -> str:
     """16 hex digits: sha256 of the resolved config minus NON_RESULT_KEYS and secret-named keys."""
     plain = OmegaConf.to_container(cfg, resolve=True)

@@ -39,14 +39,6 @@ def job_dir(cfg: DictConfig) -> Path:
     raise VlmSafetyError("no output folder: run through run.py (Hydra) or set output_dir")
 
 
-def in_sweep() -> bool:
-    """Whether this job is one of a Hydra multirun (`-m`), in this process or a launcher's."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
 def run(cfg: DictConfig) -> Any:
     """Run `cfg.task`; a failure is recorded, then isolated (sweep) or reported (single run)."""
     out_dir = task = None
@@ -65,7 +57,7 @@ def run(cfg: DictConfig) -> Any:
                 log.warning("could not record the failure in %s: %s", out_dir, write_error)
         if cfg.get("debug"):
             raise
-        isolate = in_sweep() and not cfg.get("fail_fast")
+        isolate = jobs.in_sweep() and not cfg.get("fail_fast")
         if not isolate and not isinstance(e, VlmSafetyError):
             raise  # an unexpected error outside a sweep keeps its traceback
         print_error(line)

@@ -25,6 +25,7 @@ from vlmsafety.errors import VlmSafetyError
 from vlmsafety.layers import resolve_layer
 from vlmsafety.models.base import FamilyAdapter, GenerationSettings
 from vlmsafety.records import GENERATIONS, METRICS, GenerationRecord, write_json_atomic, write_jsonl_atomic
+from vlmsafety.report import write_summary
 from vlmsafety.scoring import apply_judges, apply_scorers, judging_metrics
 from vlmsafety.tasks import register_task
 from vlmsafety.ui import progress
@@ -41,7 +42,9 @@ def run_eval(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
 
 def run_layers(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """`layers=[...]`: one job per listed layer in `out_dir/layer_<L>/`, failures isolated per layer."""
+    """`layers=[...]`: one job per listed layer in `out_dir/layer_<L>/`, failures isolated per layer.
+
+    Outside a sweep, `out_dir` then gets the summary files of its layers, as a sweep folder does."""
     layers = cfg.layers
     if not isinstance(layers, ListConfig) or not len(layers):
         raise VlmSafetyError(f"layers={layers!r} must be a non-empty list, e.g. layers='[0,1,2]' (quote it in a shell)")
@@ -64,6 +67,8 @@ def run_layers(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             failed.append(f"layer {value}: {line}")
             if cfg.get("fail_fast") or cfg.get("debug"):
                 raise jobs.JobsFailed(f"layer {value} failed (fail_fast): {line}") from e
+    if not jobs.in_sweep():  # a sweep's summary covers these folders; a single run summarises its own
+        write_summary(out_dir, show=True)
     if failed:
         raise jobs.JobsFailed(f"{len(failed)} of {len(layers)} layers failed; " + "; ".join(failed))
     return results
@@ -79,7 +84,7 @@ def run_job(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     previous = jobs.read_metrics(out_dir)
     resumable = resume and previous is not None and previous.get("job_key") == key
     if not resumable and (out_dir / GENERATIONS).exists():
-        why = "resume=false" if not resume else "it was written by another config or by an unfinished old version"
+        why = "resume=false" if not resume else "written by another config, or before job keys existed"
         log.info("%s: discarding the generations found there (%s)", out_dir, why)
         (out_dir / GENERATIONS).unlink()
     jobs.mark_running(out_dir, cfg, key)
