@@ -113,12 +113,15 @@ def test_one_job_many_layers_loads_once_encodes_once_and_isolates_failures(tmp_p
     cfg = compose("layer=null", "layers=[0,30,12,-1]", *SMALL)
     with pytest.raises(jobs.JobsFailed, match="1 of 4 layers failed; layer 30: layer 30 is out of range"):
         run_eval(cfg, tmp_path)
-    status = {d.name: json.loads((d / "metrics.json").read_text()) for d in tmp_path.iterdir()}
+    status = {d.name: json.loads((d / "metrics.json").read_text()) for d in tmp_path.iterdir() if d.is_dir()}
     assert {k: (m["status"], m["layer"]) for k, m in status.items()} == {
         "layer_0": ("complete", 0), "layer_30": ("failed", None), "layer_12": ("complete", 12), "layer_-1": ("complete", 24),
     }
     # the job of layers=[...] is keyed exactly as the single-layer job it stands for
     assert status["layer_12"]["job_key"] == jobs.job_key(compose("layer=12", *SMALL))
+    # a single run of layers=[...] summarises its own folder, failures listed
+    summary = (tmp_path / "summary.csv").read_text().splitlines()
+    assert len(summary) == 5 and any(",failed," in row and "out of range" in row for row in summary)
     images = {json.loads(line)["image"]["sha256"] for line in (tmp_path / "layer_0" / "generations.jsonl").open()}
     assert fresh_worker.stats.models_loaded == 1
     assert fresh_worker.stats.images_encoded == len(images)  # once per image, not once per layer
@@ -136,3 +139,19 @@ def test_worker_releases_a_model_when_the_sweep_moves_to_another(tmp_path, fresh
     assert ref() is None  # the first model's weights are gone, not merely unreferenced by the worker
     assert fresh_worker.stats.models_loaded == 2 and fresh_worker.stats.models_released == 1
     assert not [k for k in fresh_worker.features._entries if k[0] == key]
+
+
+def test_score_leaves_unfinished_jobs_alone(tmp_path, fresh_worker, caplog):
+    from vlmsafety.tasks import get_task
+
+    run_job(compose("layer=2", *SMALL), tmp_path / "0")
+    killed = tmp_path / "1"
+    killed.mkdir()
+    (killed / "metrics.json").write_text(json.dumps({"status": "running", "job_key": "x"}))
+    partial = (tmp_path / "0" / "generations.jsonl").read_text().splitlines()[:2]
+    (killed / "generations.jsonl").write_text("".join(line + "\n" for line in partial))
+    before = (killed / "generations.jsonl").read_bytes()
+    with caplog.at_level(logging.WARNING):
+        out = get_task("score")(compose("task=score", f"run_dir={tmp_path}", "toxicity=none"), tmp_path / "score")
+    assert out["jobs"] == [str(tmp_path / "0")] and "skipping" in caplog.text
+    assert (killed / "generations.jsonl").read_bytes() == before
