@@ -78,6 +78,11 @@ def test_killed_sweep_resumes_without_recomputing_finished_jobs(tmp_path):
     assert [_status(j) for j in _jobs(killed)] == ["complete"] * 10
 
     assert ref.wait(timeout=240) == 0, (tmp_path / "reference.log").read_text()[-3000:]
+    # the uninterrupted sweep loaded the model once and encoded each image once, for all 10 layers
+    worker = [json.loads((j / "metrics.json").read_text())["worker"] for j in _jobs(reference)]
+    images = {json.loads(line)["image"]["sha256"] for line in (reference / "0" / "generations.jsonl").open()}
+    assert [w["loaded_model"] for w in worker] == [True] + [False] * 9
+    assert sum(w["images_encoded"] for w in worker) == len(images) == worker[0]["images_encoded"]
     assert (killed / "summary.csv").read_text() == (reference / "summary.csv").read_text()
     for a, b in zip(_jobs(killed), _jobs(reference), strict=True):
         assert (a / "generations.jsonl").read_bytes() == (b / "generations.jsonl").read_bytes()

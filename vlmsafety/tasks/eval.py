@@ -8,6 +8,7 @@ one job (one model load), each into its own `layer_<L>/` folder, a job record li
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import logging
 import time
@@ -92,6 +93,7 @@ def run_job(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
     worker = get_worker()
     worker.configure(cfg)
+    before = dataclasses.replace(worker.stats)
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -130,6 +132,12 @@ def run_job(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         resumed,
     )
     metrics.update(job_key=key, started_at=started_at, finished_at=jobs.now())
+    # what this job cost the process's worker: in a one-process sweep only the first job loads the model
+    # and each image is encoded once for all layers
+    metrics["worker"] = {
+        "loaded_model": worker.stats.models_loaded > before.models_loaded,
+        "images_encoded": worker.stats.images_encoded - before.images_encoded,
+    }
     write_json_atomic(out_dir / METRICS, metrics)
     _log_result(metrics)
     return metrics
