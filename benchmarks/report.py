@@ -56,8 +56,9 @@ def _mark(ok: bool) -> str:
 def sweep_rows(r: Results) -> list[list[str]]:
     rows = []
     for run in (r.naive, *r.one_process):
+        extrapolated = f" (measured {run.measured}, extrapolated)" if run.measured else ""
         rows.append([
-            run.name, str(run.processes), f"{run.wall_s:.1f}", f"{run.decode_s:.1f}", f"{100 * run.overhead_share:.0f} %",
+            run.name + extrapolated, str(run.processes), f"{run.wall_s:.1f}", f"{run.decode_s:.1f}", f"{100 * run.overhead_share:.0f} %",
             "1.0×" if run is r.naive else f"{r.ratio(run):.1f}×",
         ])
     return rows

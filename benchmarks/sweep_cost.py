@@ -27,6 +27,7 @@ class SweepRun:
     processes: int
     jobs: int = 0
     phases: dict[str, float] = field(default_factory=dict)  # summed over jobs; "total" = sum of job totals
+    measured: int | None = None  # naive only: processes actually run when the time budget cut it short
 
     @property
     def decode_s(self) -> float:
@@ -80,15 +81,25 @@ def layers_job(layers: list[int], work: Path, extra: list[str]) -> SweepRun:
     return SweepRun("one process, one job `layers=[...]`", f"run.py layers=[0,...,{layers[-1]}]", wall, 1, n, phases)
 
 
-def naive(layers: list[int], work: Path, extra: list[str], progress=None) -> SweepRun:
-    """`python run.py layer=L` once per layer: every process imports, loads the model, encodes the images."""
+def naive(layers: list[int], work: Path, extra: list[str], progress=None, deadline: float | None = None) -> SweepRun:
+    """`python run.py layer=L` once per layer: every process imports, loads the model, encodes the images.
+
+    deadline (time.monotonic()): past it, after at least 5 processes, the remaining layers are not run
+    and the totals are extrapolated from the mean of the measured ones (`measured` says how many).
+    """
     wall = 0.0
     for k, layer in enumerate(layers):
+        if deadline is not None and k >= 5 and time.monotonic() > deadline:
+            break
         wall += _run(["run.py", f"layer={layer}", f"hydra.run.dir={work / 'naive' / str(layer)}", *extra])
         if progress:
             progress(k + 1, len(layers))
     n, phases = _phases(work / "naive")
-    return SweepRun("naive: one process per layer", "run.py layer=L, once per layer", wall, len(layers), n, phases)
+    scale = len(layers) / n
+    return SweepRun(
+        "naive: one process per layer", "run.py layer=L, once per layer", wall * scale, len(layers), len(layers),
+        {k: v * scale for k, v in phases.items()}, measured=None if n == len(layers) else n,
+    )
 
 
 IMPORTS = "import hydra, vlmsafety.runner, vlmsafety.tasks.eval, vlmsafety.tasks.score, vlmsafety.report"
