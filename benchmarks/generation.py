@@ -53,8 +53,9 @@ def tokens_per_second(cfg: DictConfig, batch_sizes: tuple[int, ...], n_prompts: 
         return tokens, time.perf_counter() - t
 
     one_pass(max(batch_sizes))  # warm-up: first calls allocate and fill caches
-    runs = []
-    for bs in batch_sizes:
-        passes = [one_pass(bs) for _ in range(repeats)]
-        runs.append(GenerationRun(bs, len(items), passes[0][0], min(s for _, s in passes)))
-    return runs
+    # rounds interleave the batch sizes, so that a burst of load from other processes hits them alike
+    passes: dict[int, list[tuple[int, float]]] = {bs: [] for bs in batch_sizes}
+    for _ in range(repeats):
+        for bs in batch_sizes:
+            passes[bs].append(one_pass(bs))
+    return [GenerationRun(bs, len(items), p[0][0], min(s for _, s in p)) for bs, p in passes.items()]

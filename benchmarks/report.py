@@ -180,7 +180,8 @@ Where the one-process sweeps spend their time (seconds; start-up = a process tha
 ## 2. Batched vs one-prompt-at-a-time generation
 The same {r.generation[0].prompts} image prompts on `{r.model}` at its trained default layer, greedy,
 max_new_tokens {r.max_new_tokens}; new tokens = tokens each row generated up to its end-of-sequence;
-best of 3 passes (the machine is shared: the best pass is the one least disturbed).
+best of 3 passes, the batch sizes taking turns (the machine is shared: the best pass is the one least
+disturbed by other processes).
 
 {_md_table(GEN_HEADER, gen_rows(r))}
 
