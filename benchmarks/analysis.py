@@ -71,8 +71,9 @@ def analysis(r: Results) -> str:
             "while they waited for a core held by another process (this machine's cores are shared). `import "
             "vlmsafety` now sets `OMP_WAIT_POLICY=PASSIVE` (idle threads sleep) unless the environment sets it: "
             f"measured in this run with OpenMP's default spinning vs passive waiting, {cells}. Before the change, "
-            "the default sweep spent several times longer decoding; the figure depends on how busy the machine is "
-            "(an idle machine shows little difference). Results are unchanged: same threads, same arithmetic."
+            "the default sweep spent several times longer decoding; the gain depends on how busy the machine is "
+            "(spinning costs most when other processes compete for the cores). Results are unchanged: same "
+            "threads, same arithmetic."
         )
     parts.append(
         "Also from profiling: a process that has imported torch and transformers spends about "
