@@ -32,6 +32,15 @@ def default_config(*overrides: str):
         return compose(config_name="config", overrides=list(overrides))
 
 
+def num_layers(cfg) -> int:
+    """N of the default model: from its YAML, else from the checkpoint's own config (loads it)."""
+    if cfg.model.get("vision_layers") is not None:
+        return int(cfg.model.vision_layers)
+    from vlmsafety.worker import get_worker
+
+    return get_worker().model(cfg.model, cfg.device)[0].num_layers
+
+
 def spin_vs_sleep(batch_sizes: tuple[int, ...], n_prompts: int) -> dict[str, list[dict]]:
     """Generation tokens/s with OpenMP's idle threads spinning (ACTIVE) vs sleeping (PASSIVE, our default)."""
     out = {}
@@ -63,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     cfg = default_config()
-    n_layers = args.layers or int(cfg.model.vision_layers) + 1
+    n_layers = args.layers or num_layers(cfg) + 1
     layers = list(range(n_layers))
     info = machine.describe()
     load_before = machine.load_average()
