@@ -12,7 +12,7 @@ BATCH ?= 64
 RECIPES ?= textual,multimodal
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test organism sweep-layers unlearn report score lint clean
+.PHONY: help setup run test organism sweep-layers unlearn report score bench lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -46,8 +46,11 @@ report: $(STAMP)  ## re-summarise a sweep: make report SWEEP=multirun_outputs/DA
 score: $(STAMP)  ## re-judge a run without generating: make score RUN=multirun_outputs/DATE/TIME JUDGES="[keyword,llamaguard3]"
 	$(PY) run.py task=score run_dir=$(RUN) judge='$(or $(JUDGES),[keyword])'
 
+bench: $(STAMP)  ## benchmarks (< 10 min): sweep cost, batched generation; prints a table, writes docs/PERFORMANCE.md
+	$(PY) -m benchmarks
+
 lint: $(STAMP)  ## ruff
-	$(VENV)/bin/ruff check vlmsafety tests run.py
+	$(VENV)/bin/ruff check vlmsafety tests benchmarks run.py
 
 clean:  ## remove outputs and caches (keeps .venv)
 	rm -rf outputs multirun_outputs .pytest_cache .ruff_cache .cache

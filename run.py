@@ -6,8 +6,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from vlmsafety.cli import check_group_overrides
+from vlmsafety.cli import check_group_overrides, fast_exit
 from vlmsafety.errors import VlmSafetyError
+from vlmsafety.report import sweep_exit_status
 from vlmsafety.runner import run
 from vlmsafety.ui import print_error
 
@@ -26,3 +27,4 @@ if __name__ == "__main__":
         print_error(str(e))
         sys.exit(2)
     main()
+    fast_exit(sweep_exit_status())  # a sweep whose jobs did not all complete exits with status 1

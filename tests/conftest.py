@@ -12,6 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 # Tests never touch the network: transformers and the hub client stay offline.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Idle OpenMP threads sleep, not spin (as `import vlmsafety` sets it), even if a test imports torch first.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Built-in models are built once and reused across test sessions (the folder name carries the build version).
 os.environ.setdefault("VLMSAFETY_CACHE", str(REPO / ".cache" / "vlmsafety"))
 

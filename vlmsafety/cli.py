@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import logging
+import os
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,11 +17,16 @@ _SWEEP_FUNCTION = re.compile(r"^\s*(range|choice|interval|glob|tag|sort|shuffle)
 _SECRET_KEY = re.compile(r"^(.*_)?(api_?key|secret|password)$|^(hf_|access_|auth_)?token$", re.IGNORECASE)
 
 
+def is_secret_key(key: str) -> bool:
+    """Whether a config key (dotted or not) names a secret: api_key, token, password, ..."""
+    return bool(_SECRET_KEY.search(key.rsplit(".", 1)[-1]))
+
+
 def check_no_secrets(argv: Sequence[str]) -> None:
     """Refuse `...api_key=...`-like overrides before Hydra copies them into .hydra/overrides.yaml."""
     for arg in argv:
         key = arg.split("=", 1)[0] if "=" in arg else ""
-        if _SECRET_KEY.search(key.rsplit(".", 1)[-1]):
+        if is_secret_key(key):
             raise VlmSafetyError(
                 f"refusing the override {key}=...: secrets come from environment variables only (e.g. "
                 "PERSPECTIVE_API_KEY) and are never written into a config snapshot"
@@ -48,3 +57,14 @@ def check_group_overrides(argv: Sequence[str], conf_dir: Path) -> None:
 def options(conf_dir: Path, group: str) -> list[str]:
     folder = conf_dir / group
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def fast_exit(status: int) -> None:
+    """End the process after a finished run: atexit handlers (log files) run and output is flushed, but the
+    interpreter's teardown of torch's and transformers' module graph (~2 s a process, measured in
+    docs/PERFORMANCE.md) is skipped."""
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

@@ -1,7 +1,8 @@
 """Sweep summaries: `summary.csv`, `asr_vs_layer.png` and a rich table (DESIGN.md §5).
 
 Written automatically when a multirun ends (`SweepSummaryCallback`) and again on demand with
-`python run.py task=report sweep_dir=...`.
+`python run.py task=report sweep_dir=...`. summary.csv holds no volatile field (timings stay in each
+job's metrics.json), so a resumed sweep's summary equals an uninterrupted one's.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ MAX_KAPPA_COLUMNS = 3  # judge pairs shown as columns of the main table; all of 
 ASR_PNG = "asr_vs_layer.png"
 
 
+_COUNTS = ("layer", "default_layer", "n", "n_harmful", "n_benign", "rows_skipped")
+
+
 def find_jobs(sweep_dir: Path) -> list[Path]:
     """Job folders under `sweep_dir`: every folder (at any depth) that holds a metrics.json and is not
     inside another such folder (an unlearn job keeps its evaluations' own metrics.json in eval/)."""
@@ -42,6 +46,8 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
     """One row per job, flattened from its metrics.json."""
     rows = [_row(job, sweep_dir) for job in find_jobs(sweep_dir)]
     df = pd.DataFrame(rows)
+    for col in [c for c in df.columns if c in _COUNTS or c.startswith("invalid_")]:
+        df[col] = df[col].astype("Int64")  # whole numbers stay whole beside a failed job's blanks
     if not df.empty:
         df = df.sort_values(["model", "attack", "unlearn", "layer", "job"], kind="stable").reset_index(drop=True)
     return df
@@ -56,7 +62,8 @@ def _row(job: Path, sweep_dir: Path) -> dict[str, Any]:
         "model": m.get("model"),
         "attack": m.get("attack"),
         "unlearn": m.get("unlearn"),
-        "layer": m.get("layer"),
+        # a failed job never resolved its layer: show the one it was asked for
+        "layer": m.get("layer") if m.get("layer") is not None else _int_or_none(m.get("layer_requested")),
         "default_layer": m.get("default_layer"),
         "n": m.get("n"),
         "n_harmful": m.get("n_harmful"),
@@ -99,9 +106,20 @@ def _row(job: Path, sweep_dir: Path) -> dict[str, Any]:
         for attr, s in attrs.items():
             row[f"tox_{scorer}_{attr}_mean"] = s.get("mean")
             row[f"tox_{scorer}_{attr}_frac_ge_0.5"] = s.get("frac_ge_0.5")
-    row["time_s"] = (m.get("timings_s") or {}).get("total")
     row["error"] = m.get("error")
     return row
+
+
+def _int_or_none(v: Any) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def incomplete(df: pd.DataFrame) -> pd.DataFrame:
+    """The jobs of a summary that are not complete (failed, or still `running`: killed or in progress)."""
+    return df[df["status"] != "complete"]
 
 
 def write_summary(sweep_dir: str | Path, show: bool = True) -> dict[str, Path]:
@@ -138,6 +156,12 @@ def write_summary(sweep_dir: str | Path, show: bool = True) -> dict[str, Path]:
         for table in tables:
             if table is not None:
                 console.print(table)
+        bad = incomplete(df)
+        if len(bad):
+            console.print(f"[bold red]{len(bad)} of {len(df)} jobs did not complete:[/]")
+            for _, r in bad.iterrows():
+                error = r["error"] if isinstance(r.get("error"), str) else "(no error recorded: killed or still running)"
+                console.print(f"  {r['job']} ({r['status']}): {error}", markup=False, highlight=False, soft_wrap=True)
         for kind, path in paths.items():
             console.print(f"{kind}: {path}")
     return paths
@@ -207,7 +231,7 @@ def summary_table(df: pd.DataFrame) -> Table:
         table.add_column("status")
     for _, r in df.iterrows():
         layer = "" if pd.isna(r["layer"]) else str(int(r["layer"]))
-        if layer and r.get("default_layer") == r["layer"]:
+        if layer and not pd.isna(r.get("default_layer")) and r["default_layer"] == r["layer"]:
             layer += "*"
         cells = [str(r["model"]), str(r["attack"]), layer, _fmt_int(r["n"])]
         if show_degenerate:
@@ -218,7 +242,7 @@ def summary_table(df: pd.DataFrame) -> Table:
         cells += ["—" if pd.isna(r[c]) else f"{r[c]:.3f}" for c in tox_cols]
         cells += ["—" if pd.isna(r.get(c)) else f"{r[c]:.2f}" for _, c in ref_cols]
         if show_status:
-            cells.append(str(r["status"]) + (f": {r['error']}" if isinstance(r.get("error"), str) else ""))
+            cells.append(str(r["status"]))  # errors are listed in full under the table
         table.add_row(*cells)
     table.caption = (
         "* = the model's trained default layer; degenerate = share of responses to harmful prompts flagged "
@@ -302,15 +326,24 @@ def plot_asr_vs_layer(df: pd.DataFrame) -> bytes | None:
     return buf.getvalue()
 
 
+_last_sweep: dict[str, int] = {}
+
+
 class SweepSummaryCallback(Callback):
-    """Hydra callback: summarise the sweep folder when a multirun ends."""
+    """Hydra callback: summarise the sweep folder when a multirun ends, and note its incomplete jobs."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
             write_summary(sweep_dir, show=True)
-        except VlmSafetyError as e:
+            _last_sweep["incomplete"] = len(incomplete(collect(sweep_dir)))
+        except VlmSafetyError as e:  # e.g. a sweep of task=report jobs has no job records
             log.error("%s", e)
+
+
+def sweep_exit_status() -> int:
+    """1 when the sweep this process just ran has jobs that did not complete, else 0."""
+    return 1 if _last_sweep.get("incomplete", 0) else 0
 
 
 def _fmt(v: Any) -> str:

@@ -1,19 +1,31 @@
-"""The runner: takes the composed config of one job and runs its task (DESIGN.md §1)."""
+"""The runner: takes the composed config of one job and runs its task (DESIGN.md §1).
+
+Failures (docs/sweeps.md): a job that writes a job record (task=eval) records `status: failed`
+in its metrics.json. In a sweep (`-m`) the failure is logged and the sweep goes on, unless
+`fail_fast=true`; a single run prints one line and exits with status 2.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
+from vlmsafety import jobs
 from vlmsafety.errors import VlmSafetyError
-from vlmsafety.tasks import get_task
+from vlmsafety.tasks import get_task, writes_job_record
 from vlmsafety.ui import print_error
 
 log = logging.getLogger("vlmsafety")
+
+# conf/hydra/launcher/submitit_*.yaml set our defaults on the submitit plugin's presets of the same
+# name; Hydra validates them against the plugin's schema (good) and warns that this matching is
+# deprecated. Filtered here, not in run.py, because submitit's job processes import this module too.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_\w+' is validated against ConfigStore schema")
 
 
 def job_dir(cfg: DictConfig) -> Path:
@@ -28,14 +40,30 @@ def job_dir(cfg: DictConfig) -> Path:
 
 
 def run(cfg: DictConfig) -> Any:
-    """Run `cfg.task`; a VlmSafetyError becomes one log line and exit status 2 (unless debug=true)."""
+    """Run `cfg.task`; a failure is recorded, then isolated (sweep) or reported (single run)."""
+    out_dir = task = None
     try:
         out_dir = job_dir(cfg)
         out_dir.mkdir(parents=True, exist_ok=True)
-        return get_task(str(cfg.task))(cfg, out_dir)
-    except VlmSafetyError as e:
+        task = get_task(str(cfg.task))
+        return task(cfg, out_dir)
+    except Exception as e:
+        line = jobs.error_line(e)
+        # a `layers=[...]` job's layers recorded their own failures; its folder is not a job record
+        if out_dir is not None and task is not None and writes_job_record(task) and not isinstance(e, jobs.JobsFailed):
+            try:
+                jobs.mark_failed(out_dir, cfg, e)
+            except OSError as write_error:
+                log.warning("could not record the failure in %s: %s", out_dir, write_error)
         if cfg.get("debug"):
             raise
-        print_error(str(e))
-        log.error("%s", e, extra={"printed": True})  # the job's log file keeps it too
-        sys.exit(2)
+        isolate = jobs.in_sweep() and not cfg.get("fail_fast")
+        if not isolate and not isinstance(e, VlmSafetyError):
+            raise  # an unexpected error outside a sweep keeps its traceback
+        print_error(line)
+        # the job's log file keeps the line (and the traceback of an unexpected error); the console has it already
+        log.error("%s", line, exc_info=not isinstance(e, VlmSafetyError), extra={"printed": True})
+        if not isolate:
+            sys.exit(2)
+        log.warning("job failed (recorded in %s); the sweep goes on (fail_fast=true stops at the first failure)", out_dir)
+        return {"status": jobs.FAILED, "error": line}

@@ -9,10 +9,12 @@ once and runs the vision encoder once per image.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -63,10 +65,20 @@ class FeatureCache:
             self.nbytes -= self._entries.pop(key)[1]
 
 
+@dataclass
+class WorkerStats:
+    """What the worker did in this process: how the benchmarks and tests see reuse."""
+
+    models_loaded: int = 0  # `load_adapter` calls
+    models_released: int = 0
+    images_encoded: int = 0  # images passed through a vision encoder (cache misses)
+
+
 class Worker:
     """Loads and keeps models, features, judges and scorers for the jobs of one process."""
 
     def __init__(self) -> None:
+        self.stats = WorkerStats()
         self._images: OrderedDict[str, tuple[Image.Image, str]] = OrderedDict()
         self._models: dict[str, FamilyAdapter] = {}
         self._judges: dict[str, Judge] = {}
@@ -95,14 +107,17 @@ class Worker:
         for old_key in list(self._models):  # one model at a time: free memory before the next loads
             self.release_model(old_key)
         adapter = load_adapter(spec, resolve_device(device))
+        self.stats.models_loaded += 1
         adapter.cache_key = key
         self._models[key] = adapter
         return adapter, True
 
     def release_model(self, key: str) -> None:
         """Forget the model under `key` and its cached features (the next request loads it afresh)."""
-        self._models.pop(key, None)
+        if self._models.pop(key, None) is not None:
+            self.stats.models_released += 1
         self.features.drop_model(key)
+        gc.collect()  # a model's modules hold reference cycles: free its memory now, not at some later GC
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -117,6 +132,7 @@ class Worker:
             todo.setdefault(hashes[i], i)
         if todo:
             entries = adapter.encode_images([images[i] for i in todo.values()])
+            self.stats.images_encoded += len(todo)
             fresh = dict(zip(todo, entries, strict=True))
             for h, entry in fresh.items():
                 self.features.put((mkey, h), entry, adapter.entry_nbytes(entry))

@@ -24,8 +24,18 @@ def _load_builtins() -> None:
 TASKS: Registry[Task] = Registry("task", _load_builtins)
 
 
-def register_task(name: str) -> Callable[[Task], Task]:
-    return TASKS.register(name)
+def register_task(name: str, job_record: bool = False) -> Callable[[Task], Task]:
+    """Register a task; `job_record`: its output folder is a job of a sweep (metrics.json with a status),
+    so a failure is recorded there too."""
+    def wrap(fn: Task) -> Task:
+        fn.job_record = job_record  # type: ignore[attr-defined]
+        return TASKS.register(name)(fn)
+
+    return wrap
+
+
+def writes_job_record(task: Task) -> bool:
+    return bool(getattr(task, "job_record", False))
 
 
 def get_task(name: str) -> Task:

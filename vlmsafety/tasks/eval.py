@@ -1,23 +1,33 @@
-"""task=eval: load model → build attack set → generate at `layer` → judges + toxicity → records."""
+"""task=eval: load model → build attack set → generate at `layer` → judges + toxicity → records.
+
+Resumable (docs/sweeps.md): a job already complete with the same job key is skipped; a killed one
+keeps the whole batches it appended to `generations.jsonl`. `layers=[...]` runs several layers in
+one job (one model load), each into its own `layer_<L>/` folder, a job record like any other.
+"""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import hashlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from vlmsafety import environment
+from vlmsafety import environment, jobs
 from vlmsafety.attacks import AttackItem, AttackSet, load_attack_set
+from vlmsafety.errors import VlmSafetyError
 from vlmsafety.judges import Judge
 from vlmsafety.layers import resolve_layer
 from vlmsafety.models.base import FamilyAdapter, GenerationSettings
 from vlmsafety.records import GENERATIONS, METRICS, GenerationRecord, write_json_atomic, write_jsonl_atomic
+from vlmsafety.report import write_summary
 from vlmsafety.scoring import apply_judges, apply_scorers, covering, judging_metrics
 from vlmsafety.tasks import register_task
 from vlmsafety.ui import progress
@@ -26,10 +36,65 @@ from vlmsafety.worker import Worker, get_worker
 log = logging.getLogger(__name__)
 
 
-@register_task("eval")
+@register_task("eval", job_record=True)
 def run_eval(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    if cfg.get("layers") is not None:
+        return run_layers(cfg, out_dir)
+    return run_job(cfg, out_dir)
+
+
+def run_layers(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """`layers=[...]`: one job per listed layer in `out_dir/layer_<L>/`, failures isolated per layer.
+
+    Outside a sweep, `out_dir` then gets the summary files of its layers, as a sweep folder does."""
+    layers = cfg.layers
+    if not isinstance(layers, ListConfig) or not len(layers):
+        raise VlmSafetyError(f"layers={layers!r} must be a non-empty list, e.g. layers='[0,1,2]' (quote it in a shell)")
+    if cfg.get("layer") is not None:
+        raise VlmSafetyError(f"set either layer={cfg.layer} or layers=[...], not both")
+    results: dict[str, Any] = {}
+    failed: list[str] = []
+    for value in layers:
+        sub = copy.deepcopy(cfg)
+        with open_dict(sub):
+            sub.layer = value
+            sub.layers = None
+        sub_dir = out_dir / f"layer_{value}"
+        sub_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            results[str(value)] = run_job(sub, sub_dir)
+        except Exception as e:
+            line = jobs.mark_failed(sub_dir, sub, e)
+            log.error("layer %s failed: %s", value, line)
+            failed.append(f"layer {value}: {line}")
+            if cfg.get("fail_fast") or cfg.get("debug"):
+                raise jobs.JobsFailed(f"layer {value} failed (fail_fast): {line}") from e
+    if not jobs.in_sweep():  # a sweep's summary covers these folders; a single run summarises its own
+        write_summary(out_dir, show=True)
+    if failed:
+        raise jobs.JobsFailed(f"{len(failed)} of {len(layers)} layers failed; " + "; ".join(failed))
+    return results
+
+
+def run_job(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """One eval job into `out_dir`: skipped when complete with the same key, resumed when partly written."""
+    key = jobs.job_key(cfg)
+    resume = bool(cfg.get("resume", True))
+    if resume and (done := jobs.completed(out_dir, key)) is not None:
+        log.info("skipping %s: already complete with job key %s (resume=true)", out_dir, key)
+        return done
+    previous = jobs.read_metrics(out_dir)
+    resumable = resume and previous is not None and previous.get("job_key") == key
+    if not resumable and (out_dir / GENERATIONS).exists():
+        why = "resume=false" if not resume else "written by another config, or before job keys existed"
+        log.info("%s: discarding the generations found there (%s)", out_dir, why)
+        (out_dir / GENERATIONS).unlink()
+    jobs.mark_running(out_dir, cfg, key)
+    started_at = jobs.now()
+
     worker = get_worker()
     worker.configure(cfg)
+    before = dataclasses.replace(worker.stats)
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -55,21 +120,36 @@ def run_eval(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     with timed(timings, "judge_load"):
         judges = worker.judges(cfg.get("judge"))
         scorers = worker.scorers(cfg.get("toxicity"))
-    return evaluate(cfg, worker, adapter, cfg.attack, attack_set, layer, judges, scorers, out_dir, timings, started)
+
+    def job_facts() -> dict[str, Any]:
+        # what this job cost the process's worker: in a one-process sweep only the first job loads the
+        # model and each image is encoded once for all layers
+        cost = {
+            "loaded_model": worker.stats.models_loaded > before.models_loaded,
+            "images_encoded": worker.stats.images_encoded - before.images_encoded,
+        }
+        return {"job_key": key, "started_at": started_at, "finished_at": jobs.now(), "worker": cost}
+
+    return evaluate(
+        cfg, worker, adapter, cfg.attack, attack_set, layer, judges, scorers, out_dir, timings, started,
+        partial=out_dir / GENERATIONS, extra=job_facts,
+    )
 
 
 def evaluate(
     cfg: DictConfig, worker: Worker, adapter: FamilyAdapter, attack_cfg: DictConfig, attack_set: AttackSet,
-    layer: int, judges: list, scorers: list, out_dir: Path, timings: dict[str, float], started: float,
-    extra: dict[str, Any] | None = None,
+    layer: int, judges: list[Judge], scorers: list, out_dir: Path, timings: dict[str, float], started: float,
+    partial: Path | None = None, extra: Callable[[], dict[str, Any]] | dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Generate at `layer` for every item, judge, score, and write generations.jsonl and metrics.json.
 
     The part of `task=eval` after loading; `task=unlearn` calls it for each phase, attack set and
-    layer. `extra` is merged into metrics.json; `started` is the job's start (for the total time).
+    layer. `partial`: where finished batches are appended (and resumed from); `extra` (or a function
+    returning it, called at the end) is merged into metrics.json; `started`: the job's start.
     """
-    torch.manual_seed(int(cfg.seed))
-    records = generate_records(cfg, worker, adapter, attack_set.items, layer, timings, attack_name=str(attack_cfg.name))
+    records, resumed = generate_records(
+        cfg, worker, adapter, attack_set.items, layer, timings, partial, attack_name=str(attack_cfg.name)
+    )
     with timed(timings, "judge"):
         judges = covering(judges, records)
         apply_judges(records, judges)
@@ -79,9 +159,9 @@ def evaluate(
     write_jsonl_atomic(out_dir / GENERATIONS, records)
     timings["total"] = time.perf_counter() - started
     metrics = build_metrics(
-        cfg, adapter, layer, records, judges, [s.name for s in scorers], timings, attack_set, attack_cfg=attack_cfg,
+        cfg, adapter, layer, records, judges, [s.name for s in scorers], timings, attack_set, resumed, attack_cfg,
     )
-    metrics.update(extra or {})
+    metrics.update((extra() if callable(extra) else extra) or {})
     write_json_atomic(out_dir / METRICS, metrics)
     _log_result(metrics)
     return metrics
@@ -89,9 +169,13 @@ def evaluate(
 
 def generate_records(
     cfg: DictConfig, worker: Worker, adapter: FamilyAdapter, items: list[AttackItem], layer: int, timings: dict,
-    attack_name: str | None = None,
-) -> list[GenerationRecord]:
-    """One record per item, generated at `layer` (batched; text-only and image prompts apart), in item order."""
+    partial: Path | None = None, attack_name: str | None = None,
+) -> tuple[list[GenerationRecord], list[GenerationRecord]]:
+    """Records in item order, and those of them kept from `partial` (a killed run's appended batches).
+
+    Each finished batch is appended to `partial` (when given); batches and their seeds depend only
+    on the config, so a resumed job's records equal an uninterrupted one's.
+    """
     attack_name = attack_name or str(cfg.attack.name)
     settings = GenerationSettings(
         max_new_tokens=int(cfg.max_new_tokens), do_sample=bool(cfg.do_sample),
@@ -104,10 +188,20 @@ def generate_records(
     groups = [[i for i, it in enumerate(items) if (it.image is not None) == has] for has in (True, False)]
     order = groups[0] + groups[1]
     batches = [[items[i] for i in g[k : k + batch_size]] for g in groups for k in range(0, len(g), batch_size)]
+    prompts = {id(it): adapter.render(it.text, it.image is not None) for it in items}
+    ends = [sum(len(b) for b in batches[: n + 1]) for n in range(len(batches))]  # rows done after each batch
     records: list[GenerationRecord] = []
+    if partial is not None:
+        expected = [(items[i].id, layer, prompts[id(items[i])]) for i in order]
+        records = jobs.resume_records(partial, expected, ends)
+    done = ends.index(len(records)) + 1 if records else 0
+    if done:
+        log.info("resuming after batch %d/%d (%d records kept from the killed run)", done, len(batches), len(records))
+    resumed = list(records)
     with progress() as bar:
-        task = bar.add_task(f"generating at layer {layer}", total=len(batches))
-        for batch in batches:
+        task = bar.add_task(f"generating at layer {layer}", total=len(batches), completed=done)
+        for b in range(done, len(batches)):
+            batch = batches[b]
             with timed(timings, "encode"):
                 rendered = [worker.image(it.image) if it.image is not None else None for it in batch]
                 with_image = [i for i, r in enumerate(rendered) if r is not None]
@@ -115,36 +209,47 @@ def generate_records(
                 encoded: list[Any] = [None] * len(batch)
                 for i, entry in zip(with_image, entries, strict=True):
                     encoded[i] = entry
-            prompts = [adapter.render(it.text, it.image is not None) for it in batch]
+            torch.manual_seed(_batch_seed(int(cfg.seed), b))
             with timed(timings, "generate"):
                 outs = adapter.generate(
-                    prompts, [r[0] if r else None for r in rendered], encoded, layer, settings
+                    [prompts[id(it)] for it in batch], [r[0] if r else None for r in rendered], encoded, layer, settings
                 )
-            for it, prompt, r, out in zip(batch, prompts, rendered, outs, strict=True):
-                records.append(
-                    GenerationRecord(
-                        id=it.id, attack=attack_name, category=it.category, harmful=it.harmful,
-                        behavior=it.behavior or it.text, prompt=prompt,
-                        image={"spec": it.image.to_dict(), "sha256": r[1]} if r else None,
-                        layer=layer, response=out.text, n_new_tokens=out.n_new_tokens, target=it.target,
-                        context=it.context,
-                    )
+            fresh = [
+                GenerationRecord(
+                    id=it.id, attack=attack_name, category=it.category, harmful=it.harmful,
+                    behavior=it.behavior or it.text, prompt=prompts[id(it)],
+                    image={"spec": it.image.to_dict(), "sha256": r[1]} if r else None,
+                    layer=layer, response=out.text, n_new_tokens=out.n_new_tokens, target=it.target,
+                    context=it.context,
                 )
+                for it, r, out in zip(batch, rendered, outs, strict=True)
+            ]
+            if partial is not None:
+                jobs.append_records(partial, fresh)
+            records += fresh
             bar.advance(task)
     position = {i: k for k, i in enumerate(order)}
-    return [records[position[i]] for i in range(len(items))]
+    return [records[position[i]] for i in range(len(items))], resumed
+
+
+def _batch_seed(seed: int, batch: int) -> int:
+    """The RNG seed of one batch: a function of (seed, batch index) only, so a resumed job samples alike."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{batch}".encode()).digest()[:8], "big") >> 1
 
 
 def build_metrics(
     cfg: DictConfig, adapter: FamilyAdapter, layer: int, records: list[GenerationRecord],
     judges: list[Judge], scorer_names: list[str], timings: dict[str, float], attack_set: AttackSet | None = None,
-    attack_cfg: DictConfig | None = None,
+    resumed: list[GenerationRecord] | None = None, attack_cfg: DictConfig | None = None,
 ) -> dict[str, Any]:
+    """metrics.json of a complete job; `resumed` = records kept from a killed run of the same job."""
     attack_cfg = attack_cfg if attack_cfg is not None else cfg.attack
-    device = adapter.device
     judge_names = [j.name for j in judges]
+    device = adapter.device
     hours = timings["total"] / 3600
     new_tokens = sum(r.n_new_tokens for r in records)
+    # tokens generated by this process (a resumed job's kept records cost it no decoding time)
+    fresh_tokens = new_tokens - sum(r.n_new_tokens for r in resumed or ())
     return {
         "status": "complete",
         "task": "eval",
@@ -167,7 +272,8 @@ def build_metrics(
         "device_hours": hours,
         "gpu_hours": hours if device.type == "cuda" else 0.0,
         "new_tokens": new_tokens,
-        "tokens_per_s": new_tokens / timings["generate"] if timings.get("generate") else None,
+        "resumed_records": len(resumed or ()),
+        "tokens_per_s": fresh_tokens / timings["generate"] if timings.get("generate") else None,
         "quant": str(cfg.model.get("quant", "none")),
         "model_memory_bytes": int(adapter.model.get_memory_footprint()),  # parameters + buffers as loaded
         **environment.peak_memory(device),

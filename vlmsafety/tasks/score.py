@@ -53,8 +53,12 @@ def run_score(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise VlmSafetyError(f"run_dir {run_dir} does not exist; pass the folder of a job or of a sweep")
     jobs = find_generation_dirs(run_dir)
+    unfinished = [j for j in jobs if (j / METRICS).exists() and read_json(j / METRICS).get("status") != "complete"]
+    for job in unfinished:  # a killed job's file holds only its first batches; resuming the sweep finishes it
+        log.warning("skipping %s: its eval did not complete (rerun the sweep to resume it, then score)", job)
+    jobs = [j for j in jobs if j not in unfinished]
     if not jobs:
-        raise VlmSafetyError(f"no {GENERATIONS} under {run_dir}; is this the folder of a finished eval job or sweep?")
+        raise VlmSafetyError(f"no {GENERATIONS} under {run_dir} from a complete eval job; is this the folder of a finished job or sweep?")
     worker = get_worker()
     judges = worker.judges(cfg.get("judge"))
     scorers = worker.scorers(cfg.get("toxicity"))

@@ -1,0 +1,1 @@
+"""Benchmarks of sweep cost and batched generation: `make bench` (docs/PERFORMANCE.md)."""

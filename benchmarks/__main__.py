@@ -1,0 +1,116 @@
+"""`make bench` = `python -m benchmarks`: measure sweep cost and batched generation on the default
+model, print a side-by-side table, write docs/PERFORMANCE.md (figures of this run, machine described).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import vlmsafety  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads; the subprocesses inherit it)
+from benchmarks import generation, machine, sweep_cost
+from benchmarks.report import Results, console_tables, write_markdown
+
+REPO = Path(__file__).resolve().parents[1]
+BATCH_SIZES = (1, 4, 16)
+# `make bench` must end within 10 minutes on a 2-core machine shared with others: past this many seconds
+# from the start, the naive sweep stops and is extrapolated (the doc says so), leaving time for the rest.
+NAIVE_BUDGET_S = 480
+
+
+def default_config(*overrides: str):
+    """The composed config of `python run.py` with no arguments (whatever conf/config.yaml selects)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def num_layers(cfg) -> int:
+    """N of the default model: from its YAML, else from the checkpoint's own config (loads it)."""
+    if cfg.model.get("vision_layers") is not None:
+        return int(cfg.model.vision_layers)
+    from vlmsafety.worker import get_worker
+
+    return get_worker().model(cfg.model, cfg.device)[0].num_layers
+
+
+def spin_vs_sleep(batch_sizes: tuple[int, ...], n_prompts: int) -> dict[str, list[dict]]:
+    """Generation tokens/s with OpenMP's idle threads spinning (ACTIVE) vs sleeping (PASSIVE, our default)."""
+    out = {}
+    for policy in ("ACTIVE", "PASSIVE"):
+        code = (
+            "import json, benchmarks.generation as g, benchmarks.__main__ as m;"
+            f"runs = g.tokens_per_second(m.default_config(), {batch_sizes!r}, n_prompts={n_prompts}, repeats=1);"
+            "print(json.dumps([{'batch_size': r.batch_size, 'tokens_per_s': r.tokens_per_s} for r in runs]))"
+        )
+        p = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+            env={**os.environ, "OMP_WAIT_POLICY": policy},
+        )
+        if p.returncode != 0:
+            raise RuntimeError(f"generation with OMP_WAIT_POLICY={policy} failed:\n{p.stderr[-2000:]}")
+        out[policy] = json.loads(p.stdout.strip().splitlines()[-1])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    ap.add_argument("--layers", type=int, default=None, help="layers to sweep (default: every layer of the default model)")
+    ap.add_argument("--naive-budget", type=float, default=NAIVE_BUDGET_S, help="seconds from the start after which "
+                    "the naive sweep is cut short and extrapolated (default %(default)s)")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "PERFORMANCE.md", help="where to write the figures")
+    args = ap.parse_args(argv)
+
+    from vlmsafety.ui import console
+
+    started = time.perf_counter()
+    cfg = default_config()
+    n_layers = args.layers or num_layers(cfg) + 1
+    layers = list(range(n_layers))
+    info = machine.describe()
+    load_before = machine.load_average()
+    console.print(f"benchmarks on {info['cpu']} ({info['cores']} cores), model {cfg.model.name}, {n_layers} layers")
+
+    with tempfile.TemporaryDirectory(prefix="vlmsafety-bench-") as tmp:
+        work = Path(tmp)
+        console.print("start-up: importing what run.py imports ...")
+        import_s = sweep_cost.import_seconds(repeats=1)
+        teardown_s = sweep_cost.import_seconds(fast_exit=False, repeats=1) - import_s
+        console.print(f"sweep: one process, -m layer=0..{n_layers - 1} ...")
+        multirun = sweep_cost.multirun(layers, work, [])
+        console.print(f"sweep: one process, one job layers=[0..{n_layers - 1}] ...")
+        layers_job = sweep_cost.layers_job(layers, work, [])
+        console.print(f"sweep: naive, {n_layers} processes ...")
+        naive = sweep_cost.naive(
+            layers, work, [], progress=lambda k, n: console.print(f"  naive {k}/{n}") if k % 5 == 0 or k == n else None,
+            deadline=time.monotonic() + args.naive_budget - (time.perf_counter() - started),
+        )
+        if naive.measured:
+            console.print(f"  time budget reached: naive measured on {naive.measured} layers, the rest extrapolated")
+    console.print(f"generation: batch sizes {BATCH_SIZES} ...")
+    gen = generation.tokens_per_second(cfg, BATCH_SIZES)
+    console.print("generation: OpenMP idle threads spinning vs sleeping ...")
+    spin = spin_vs_sleep((1, 8), n_prompts=8)
+
+    results = Results(
+        machine=info, load_before=load_before, load_after=machine.load_average(), model=str(cfg.model.name),
+        attack=str(cfg.attack.name), max_new_tokens=int(cfg.max_new_tokens), batch_size=int(cfg.batch_size),
+        n_layers=n_layers, import_s=import_s, teardown_s=teardown_s, naive=naive, multirun=multirun, layers_job=layers_job,
+        generation=gen, spin=spin, bench_s=time.perf_counter() - started,
+    )
+    for table in console_tables(results):
+        console.print(table)
+    write_markdown(results, args.out)
+    console.print(f"wrote {args.out} (benchmarks took {results.bench_s:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The prose of docs/PERFORMANCE.md that depends on the figures: what a missed target is bounded by,
+what would close it, and what the measurements already changed."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from benchmarks.report import Results
+
+
+def analysis(r: Results) -> str:
+    from benchmarks.report import BATCH_TARGET, OVERHEAD_TARGET, SWEEP_RATIO_TARGET
+
+    n = r.n_layers
+    naive_per = r.naive.wall_s / n
+    naive_job = r.naive.phases.get("total", 0.0) / n
+    naive_decode = r.naive.decode_s / n
+    best = min(r.one_process, key=lambda run: run.wall_s)
+    per_layer = best.wall_s / n
+    decode_per = best.decode_s / n
+    hydra_per_job = (r.multirun.outside_jobs(r.import_s) - r.layers_job.outside_jobs(r.import_s)) / max(n - 1, 1)
+    ratio = r.naive.wall_s / best.wall_s
+    share = best.overhead_share
+    parts = ["## Reading the figures"]
+
+    parts.append(
+        f"**Sweep speed-up ({ratio:.1f}× at best; target {SWEEP_RATIO_TARGET:.0f}×: "
+        f"{'met' if ratio >= SWEEP_RATIO_TARGET else 'missed'}).** A naive process costs {naive_per:.1f} s per layer: "
+        f"{naive_job:.1f} s inside the job (model and judge loading, image rendering and encoding, {naive_decode:.1f} s "
+        f"of decoding, judging, writing) and {naive_per - naive_job:.1f} s around it (starting the interpreter, "
+        f"importing torch, transformers, pandas and Hydra, Hydra's set-up, exit; a process that only imports and "
+        f"exits took {r.import_s:.1f} s in this run). The one-process sweep pays that once and costs "
+        f"{per_layer:.2f} s per layer all in, of which {decode_per:.2f} s is decoding that every approach must do. "
+        f"So the speed-up can never exceed naive-per-layer / decoding-per-layer = "
+        f"{naive_per / max(decode_per, 1e-9):.1f}× on this workload, however lean the sweep."
+    )
+    if ratio < SWEEP_RATIO_TARGET:
+        parts.append(
+            "What would close it: (1) less decoding per layer, since decoding is what the sweep is made of: the "
+            "built-in model is so small that a step costs about the same at any batch size (section 2), so larger "
+            "batches (`batch_size=80`: one batch per layer for the built-in attack set) cut decoding further where "
+            "memory allows; (2) real checkpoints: a 7B model takes tens of seconds to load and initialise CUDA in "
+            "every naive process while the one-process sweep's per-layer cost stays decoding-bound, so the speed-up "
+            "grows with model size (not measurable here: no GPU, no hub); (3) more work per process (several models "
+            "or attack sets in one sweep) amortises the one-time start-up further."
+        )
+    parts.append(
+        f"**Overhead share ({100 * share:.0f} % at best; target ≤ {100 * OVERHEAD_TARGET:.0f} %: "
+        f"{'met' if share <= OVERHEAD_TARGET else 'missed'}).** Most of the non-decoding time is the one-time "
+        f"start-up ({r.import_s:.1f} s of {best.wall_s:.1f} s). Each Hydra job of `-m layer=...` costs about "
+        f"{hydra_per_job:.2f} s outside the job itself (the basic sweeper composes every job's config twice, and "
+        "each job reconfigures logging and writes its `.hydra/` snapshot); `layers=[...]` runs every layer in one "
+        "Hydra job and avoids that. Image rendering and encoding happen once per image for the whole sweep (worker cache), "
+        "and judging with the keyword judge and the profanity scorer costs little."
+    )
+    if share > OVERHEAD_TARGET:
+        parts.append(
+            "What would close it: the start-up is a fixed cost of importing torch and transformers, so it shrinks "
+            "as a share when the sweep does more decoding (more prompts, longer answers, more layers or models); "
+            "`layers=[...]` removes the per-job Hydra cost; what remains per layer is writing records and metrics."
+        )
+
+    spin = {p: {row["batch_size"]: row["tokens_per_s"] for row in rows} for p, rows in r.spin.items()}
+    if spin.get("ACTIVE") and spin.get("PASSIVE"):
+        cells = ", ".join(
+            f"batch {bs}: {spin['ACTIVE'][bs]:.0f} → {spin['PASSIVE'][bs]:.0f} tokens/s" for bs in sorted(spin["PASSIVE"])
+        )
+        parts.append(
+            "**What profiling changed.** Decoding the tiny model spent most of its time in OpenMP threads spinning "
+            "while they waited for a core held by another process (this machine's cores are shared). `import "
+            "vlmsafety` now sets `OMP_WAIT_POLICY=PASSIVE` (idle threads sleep) unless the environment sets it: "
+            f"measured in this run with OpenMP's default spinning vs passive waiting, {cells}. Before the change, "
+            "the default sweep spent several times longer decoding; the gain depends on how busy the machine is "
+            "(spinning costs most when other processes compete for the cores). Results are unchanged: same "
+            "threads, same arithmetic."
+        )
+    parts.append(
+        "Also from profiling: a process that has imported torch and transformers spends about "
+        f"{r.teardown_s:.1f} s (measured in this run) tearing down their modules at exit. `python run.py` now ends "
+        "through `vlmsafety.cli.fast_exit` (atexit handlers run, logs and output flushed, then `os._exit`), which "
+        "shortens every run, naive or not, by that much."
+    )
+    speedup = r.speedup(16)
+    parts.append(
+        f"**Batched generation ({speedup:.1f}× at batch 16; target {BATCH_TARGET:.0f}×: "
+        f"{'met' if speedup >= BATCH_TARGET else 'missed'}).** A decoding step of the tiny model costs little more "
+        "at batch 16 than at batch 1 (the step is mostly fixed per-call work in Python and in the kernels), so "
+        "tokens/s grows with the batch size; it stays below 16× because the arithmetic does grow, and rows that "
+        "end early ride along until the longest row of their batch ends."
+        + ("" if speedup >= BATCH_TARGET else
+           " The ratio is sensitive to what else runs on the machine (see the load averages): the batch-16 passes "
+           "are short and do the most arithmetic per step, so competing processes slow them most. Rerunning "
+           "`make bench` on a quieter machine is the first thing to try; on the model's side, batches of prompts "
+           "of similar length (less padding) and dropping finished rows from a batch would raise it.")
+    )
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,199 @@
+"""The benchmark results as terminal tables and as docs/PERFORMANCE.md (targets judged, misses explained)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from benchmarks.analysis import analysis
+from benchmarks.generation import GenerationRun
+from benchmarks.sweep_cost import PHASES, SweepRun
+from vlmsafety.records import write_text_atomic
+
+SWEEP_RATIO_TARGET = 10.0  # one-process sweep vs naive, wall time
+OVERHEAD_TARGET = 0.25  # share of the one-process sweep's wall time not spent decoding
+BATCH_TARGET = 6.0  # tokens/s at batch 16 vs batch 1
+
+
+@dataclass
+class Results:
+    machine: dict[str, Any]
+    load_before: tuple[float, float, float] | None
+    load_after: tuple[float, float, float] | None
+    model: str
+    attack: str
+    max_new_tokens: int
+    batch_size: int
+    n_layers: int
+    import_s: float
+    teardown_s: float  # what a full interpreter teardown would add per process (run.py skips it)
+    naive: SweepRun
+    multirun: SweepRun
+    layers_job: SweepRun
+    generation: list[GenerationRun]
+    spin: dict[str, list[dict]]
+    bench_s: float
+
+    def ratio(self, run: SweepRun) -> float:
+        return self.naive.wall_s / run.wall_s
+
+    @property
+    def one_process(self) -> list[SweepRun]:
+        return [self.multirun, self.layers_job]
+
+    def speedup(self, batch_size: int) -> float:
+        by = {g.batch_size: g.tokens_per_s for g in self.generation}
+        return by[batch_size] / by[1]
+
+
+def _mark(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def sweep_rows(r: Results) -> list[list[str]]:
+    rows = []
+    for run in (r.naive, *r.one_process):
+        extrapolated = f" (measured {run.measured}, extrapolated)" if run.measured else ""
+        rows.append([
+            run.name + extrapolated, str(run.processes), f"{run.wall_s:.1f}", f"{run.decode_s:.1f}", f"{100 * run.overhead_share:.0f} %",
+            "1.0×" if run is r.naive else f"{r.ratio(run):.1f}×",
+        ])
+    return rows
+
+
+SWEEP_HEADER = ["how", "processes", "wall (s)", "LLM decoding (s)", "overhead share", "speed-up vs naive"]
+GEN_HEADER = ["batch size", "prompts", "new tokens", "seconds", "tokens/s", "vs batch 1"]
+
+
+def gen_rows(r: Results) -> list[list[str]]:
+    return [
+        [str(g.batch_size), str(g.prompts), str(g.new_tokens), f"{g.seconds:.2f}", f"{g.tokens_per_s:.0f}", f"{r.speedup(g.batch_size):.1f}×"]
+        for g in r.generation
+    ]
+
+
+def breakdown_rows(r: Results) -> list[list[str]]:
+    """Where each one-process sweep's wall time went (s): outside jobs, then each phase inside them."""
+    rows = []
+    for run in r.one_process:
+        inside = run.phases.get("total", 0.0)
+        other = inside - sum(run.phases.get(p, 0.0) for p in PHASES)
+        rows.append([
+            run.name, f"{run.wall_s:.1f}", f"{r.import_s:.1f}", f"{run.outside_jobs(r.import_s):.1f}",
+            *(f"{run.phases.get(p, 0.0):.2f}" for p in PHASES), f"{other:.2f}",
+        ])
+    return rows
+
+
+BREAKDOWN_HEADER = [
+    "how", "wall", "start-up (imports, exit)", "Hydra, summary, rest outside jobs", "model load", "judge/scorer load",
+    "image render + encode", "LLM decoding", "judging", "toxicity", "bookkeeping + writes",
+]
+
+
+def console_tables(r: Results) -> list[Table]:
+    tables = []
+    for title, header, rows in (
+        (f"Sweep cost: {r.n_layers} layers of {r.model}", SWEEP_HEADER, sweep_rows(r)),
+        (f"Generation on {r.model} (max_new_tokens {r.max_new_tokens})", GEN_HEADER, gen_rows(r)),
+    ):
+        t = Table(title=title, header_style="bold")
+        for h in header:
+            t.add_column(h, justify="left" if h == "how" else "right")
+        for row in rows:
+            t.add_row(*row)
+        tables.append(t)
+    targets = Table(title="Targets", header_style="bold")
+    for h in ("target", "measured", ""):
+        targets.add_column(h)
+    for row in target_rows(r):
+        targets.add_row(*row)
+    tables.append(targets)
+    return tables
+
+
+def target_rows(r: Results) -> list[list[str]]:
+    best = max(r.one_process, key=lambda run: r.ratio(run))
+    rows = [
+        [f"one-process sweep ≥ {SWEEP_RATIO_TARGET:.0f}× faster than naive",
+         " / ".join(f"{r.ratio(run):.1f}×" for run in r.one_process), _mark(r.ratio(best) >= SWEEP_RATIO_TARGET)],
+        [f"its overhead ≤ {100 * OVERHEAD_TARGET:.0f} % of wall",
+         " / ".join(f"{100 * run.overhead_share:.0f} %" for run in r.one_process),
+         _mark(min(run.overhead_share for run in r.one_process) <= OVERHEAD_TARGET)],
+        [f"batch-16 ≥ {BATCH_TARGET:.0f}× the tokens/s of batch 1", f"{r.speedup(16):.1f}×", _mark(r.speedup(16) >= BATCH_TARGET)],
+    ]
+    return rows
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_markdown(r: Results, path: Path) -> None:
+    m = r.machine
+    v = m["versions"]
+    load = lambda la: "n/a" if la is None else " / ".join(f"{x:.2f}" for x in la)  # noqa: E731
+    text = f"""# Performance
+
+Figures of the last `make bench` run (`python -m benchmarks`, code in `benchmarks/`), rewritten by
+every run. Timings depend on the machine and on what else runs on it: see the load averages below.
+Tests never assert timings; this page is where speed is measured.
+
+## Machine
+| | |
+|---|---|
+| date | {m['date']} |
+| CPU | {m['cpu']} |
+| cores | {m['cores']} ({m['cores_usable']} usable by this process) |
+| RAM | {m['ram_gib']} GiB |
+| GPU | {m['gpu'] or 'none (CPU only)'} |
+| torch threads | {m['torch_threads']} (OMP_WAIT_POLICY={m['omp_wait_policy']}) |
+| load average 1/5/15 min | before {load(r.load_before)}, after {load(r.load_after)} |
+| OS, Python | {m['os']}, Python {v.get('python')} |
+| versions | torch {v.get('torch')}, transformers {v.get('transformers')}, hydra-core {v.get('hydra-core')} |
+| git commit | {m['git_commit']} |
+| `make bench` wall time | {r.bench_s:.0f} s |
+
+Workload: the default config (`python run.py` with no arguments): model `{r.model}`, attack `{r.attack}`,
+max_new_tokens {r.max_new_tokens}, batch_size {r.batch_size}, greedy.
+
+## 1. Sweep cost: {r.n_layers} layers in one process vs one process per layer
+Naive = `python run.py layer=L` once per layer (each process imports, loads the model, loads the
+judges, renders and encodes the images). One process = `python run.py -m layer=0,...,{r.n_layers - 1}`
+(Hydra's basic launcher: every job in one process, the worker reusing the model and the image
+features) and `python run.py layers=[0,...,{r.n_layers - 1}]` (one Hydra job running every layer). Wall =
+spawn to exit, summary included. LLM decoding = the jobs' `generate` timings from metrics.json;
+overhead share = (wall − decoding) / wall.
+
+{_md_table(SWEEP_HEADER, sweep_rows(r))}
+
+Where the one-process sweeps spend their time (seconds; start-up = a process that only imports what
+`run.py` imports and exits, measured apart):
+
+{_md_table(BREAKDOWN_HEADER, breakdown_rows(r))}
+
+## 2. Batched vs one-prompt-at-a-time generation
+The same {r.generation[0].prompts} image prompts on `{r.model}` at its trained default layer, greedy,
+max_new_tokens {r.max_new_tokens}; new tokens = tokens each row generated up to its end-of-sequence;
+best of 3 passes, the batch sizes taking turns (the machine is shared: the best pass is the one least
+disturbed by other processes).
+
+{_md_table(GEN_HEADER, gen_rows(r))}
+
+## 3. Unlearning: textual vs multimodal step time and tokens per step
+**Not measured yet.** `task=unlearn` did not exist on main when these benchmarks were written
+(issue 8), so there is no unlearning step to time. When it lands, add a measurement here: seconds
+per optimizer step and tokens per step for a textual recipe vs a multimodal one on the default
+model (same batch size and sequence length).
+
+## Targets
+{_md_table(["target", "measured (`-m layer=...` / `layers=[...]`)", ""], target_rows(r))}
+
+{analysis(r)}
+"""
+    write_text_atomic(path, text)

@@ -1,0 +1,112 @@
+"""Sweep cost: every layer of the default model in one process vs one process per layer.
+
+Each variant runs `python run.py ...` exactly as a user would, in a subprocess, and is timed from
+spawn to exit; the jobs' own phase timings come from their metrics.json.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PHASES = ("load", "judge_load", "encode", "generate", "judge", "toxicity")
+
+
+@dataclass
+class SweepRun:
+    """One way of running the sweep: wall seconds and the jobs' summed phase timings (s)."""
+
+    name: str
+    command: str
+    wall_s: float
+    processes: int
+    jobs: int = 0
+    phases: dict[str, float] = field(default_factory=dict)  # summed over jobs; "total" = sum of job totals
+    measured: int | None = None  # naive only: processes actually run when the time budget cut it short
+
+    @property
+    def decode_s(self) -> float:
+        return self.phases.get("generate", 0.0)
+
+    def outside_jobs(self, startup_s: float) -> float:
+        """Wall seconds neither in start-up nor inside a job: Hydra's per-job work, the summary, the rest."""
+        return self.wall_s - self.phases.get("total", 0.0) - startup_s
+
+    @property
+    def overhead_share(self) -> float:
+        """Share of wall time not spent in LLM decoding (start-up, Hydra, loading, encoding, judging, writing)."""
+        return (self.wall_s - self.decode_s) / self.wall_s
+
+
+def _run(args: list[str], cwd: Path = REPO) -> float:
+    t = time.perf_counter()
+    p = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} exited {p.returncode}:\n{p.stderr[-3000:]}")
+    return wall
+
+
+def _phases(folder: Path) -> tuple[int, dict[str, float]]:
+    """Number of job records under `folder` and their summed timings."""
+    total: dict[str, float] = {}
+    files = sorted(folder.rglob("metrics.json"))
+    for f in files:
+        m = json.loads(f.read_text())
+        if m.get("status") != "complete":
+            raise RuntimeError(f"{f} is not complete: {m.get('error')}")
+        for k, v in m["timings_s"].items():
+            total[k] = total.get(k, 0.0) + v
+    return len(files), total
+
+
+def multirun(layers: list[int], work: Path, extra: list[str]) -> SweepRun:
+    """`python run.py -m layer=a,b,...`: Hydra's basic launcher, every job in one process."""
+    out = work / "multirun"
+    wall = _run(["run.py", "-m", "layer=" + ",".join(map(str, layers)), f"hydra.sweep.dir={out}", *extra])
+    n, phases = _phases(out)
+    return SweepRun("one process, `-m layer=...`", f"run.py -m layer=range(0,{len(layers)})", wall, 1, n, phases)
+
+
+def layers_job(layers: list[int], work: Path, extra: list[str]) -> SweepRun:
+    """`python run.py layers=[...]`: one Hydra job that runs every layer (one config composition)."""
+    out = work / "layers"
+    wall = _run(["run.py", "layers=[" + ",".join(map(str, layers)) + "]", f"hydra.run.dir={out}", *extra])
+    n, phases = _phases(out)
+    return SweepRun("one process, one job `layers=[...]`", f"run.py layers=[0,...,{layers[-1]}]", wall, 1, n, phases)
+
+
+def naive(layers: list[int], work: Path, extra: list[str], progress=None, deadline: float | None = None) -> SweepRun:
+    """`python run.py layer=L` once per layer: every process imports, loads the model, encodes the images.
+
+    deadline (time.monotonic()): past it, after at least 5 processes, the remaining layers are not run
+    and the totals are extrapolated from the mean of the measured ones (`measured` says how many).
+    """
+    wall = 0.0
+    for k, layer in enumerate(layers):
+        if deadline is not None and k >= 5 and time.monotonic() > deadline:
+            break
+        wall += _run(["run.py", f"layer={layer}", f"hydra.run.dir={work / 'naive' / str(layer)}", *extra])
+        if progress:
+            progress(k + 1, len(layers))
+    n, phases = _phases(work / "naive")
+    scale = len(layers) / n
+    return SweepRun(
+        "naive: one process per layer", "run.py layer=L, once per layer", wall * scale, len(layers), len(layers),
+        {k: v * scale for k, v in phases.items()}, measured=None if n == len(layers) else n,
+    )
+
+
+IMPORTS = "import hydra, vlmsafety.runner, vlmsafety.tasks.eval, vlmsafety.tasks.score, vlmsafety.report"
+
+
+def import_seconds(fast_exit: bool = True, repeats: int = 2) -> float:
+    """Wall time of a process that only imports what `python run.py` imports and exits (its fixed cost):
+    through `vlmsafety.cli.fast_exit` as run.py does, or through the interpreter's full teardown."""
+    code = IMPORTS + ("; from vlmsafety.cli import fast_exit; fast_exit(0)" if fast_exit else "")
+    return min(_run(["-c", code]) for _ in range(repeats))

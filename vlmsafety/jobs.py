@@ -1,0 +1,188 @@
+"""Job bookkeeping that lets a sweep survive a kill or a bad job (docs/sweeps.md).
+
+- A job's **key** hashes its resolved config without output paths, run controls and secrets: the
+  same job rerun (after a kill, or in a resumed sweep) gets the same key; any change that can
+  change its records (model, layer, attack, limit, max_new_tokens, batch_size, judges, ...) does not.
+- Its **status** lives in `metrics.json`: `running` (written when the job starts), `complete`
+  (with every metric) or `failed` (with the one-line error and the exception type).
+- A partly written job keeps the whole batches already appended to `generations.jsonl`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from vlmsafety import environment
+from vlmsafety.cli import is_secret_key
+from vlmsafety.errors import VlmSafetyError
+from vlmsafety.records import METRICS, GenerationRecord, read_json, write_json_atomic, write_jsonl_atomic
+
+log = logging.getLogger(__name__)
+
+RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
+
+# Top-level keys that never change a job's records: run controls, output and input folders of other
+# tasks, cache tuning, and `layers` (each layer of a `layers=[...]` job is keyed as a `layer=L` job).
+NON_RESULT_KEYS = frozenset(
+    {"resume", "fail_fast", "debug", "sweep_dir", "run_dir", "output_dir", "feature_cache", "layers"}
+)
+
+
+class JobsFailed(VlmSafetyError):
+    """Some jobs run inside one Hydra job (`layers=[...]`) failed; each has recorded its own failure."""
+
+
+def in_sweep() -> bool:
+    """Whether this job is one of a Hydra multirun (`-m`), in this process or a launcher's."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def job_key(cfg: DictConfig) -> str:
+    """16 hex digits: sha256 of the resolved config minus NON_RESULT_KEYS and secret-named keys."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(plain, dict)
+    plain = {k: v for k, v in plain.items() if k not in NON_RESULT_KEYS}
+    blob = json.dumps(_without_secrets(plain), sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def _without_secrets(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_secrets(v) for k, v in node.items() if not is_secret_key(str(k))}
+    if isinstance(node, list):
+        return [_without_secrets(v) for v in node]
+    return node
+
+
+# --- status in metrics.json ------------------------------------------------------------------------
+def read_metrics(job_dir: Path) -> dict[str, Any] | None:
+    """The job's metrics.json, or None when there is none (or it cannot be read)."""
+    path = job_dir / METRICS
+    if not path.exists():
+        return None
+    try:
+        m = read_json(path)
+    except (OSError, ValueError) as e:
+        log.warning("%s cannot be read (%s); the job will run again", path, e)
+        return None
+    return m if isinstance(m, dict) else None
+
+
+def completed(job_dir: Path, key: str) -> dict[str, Any] | None:
+    """The job's metrics when it is complete with this key (so it need not run again), else None."""
+    m = read_metrics(job_dir)
+    return m if m and m.get("status") == COMPLETE and m.get("job_key") == key else None
+
+
+def job_header(cfg: DictConfig) -> dict[str, Any]:
+    """What identifies a job in a summary row, readable even when the job failed early."""
+    def name(group: str) -> Any:
+        node = cfg.get(group)
+        return node.get("name") if isinstance(node, DictConfig) else node
+
+    return {
+        "task": cfg.get("task"),
+        "model": name("model"),
+        "family": (cfg.get("model") or {}).get("family"),
+        "attack": name("attack"),
+        "unlearn": name("unlearn") or "none",
+        "layer_requested": cfg.get("layer"),
+        "seed": cfg.get("seed"),
+    }
+
+
+def mark_running(job_dir: Path, cfg: DictConfig, key: str) -> None:
+    """metrics.json says `running` from the job's start: a kill leaves that, never a stale `complete`."""
+    write_json_atomic(job_dir / METRICS, {"status": RUNNING, "job_key": key, **job_header(cfg), "started_at": now()})
+
+
+def mark_failed(job_dir: Path, cfg: DictConfig, exc: BaseException) -> str:
+    """Write `status: failed` with the one-line error into metrics.json; return that line."""
+    line = error_line(exc)
+    try:
+        key: str | None = job_key(cfg)
+        config: Any = _without_secrets(OmegaConf.to_container(cfg, resolve=True))
+    except Exception:  # a config that cannot even be resolved is itself the error being recorded
+        key, config = None, None
+    write_json_atomic(
+        job_dir / METRICS,
+        {
+            "status": FAILED, "job_key": key, **job_header(cfg), "layer": None,
+            "error": line, "error_type": type(exc).__name__, "failed_at": now(),
+            "versions": environment.versions(), "git_commit": environment.git_commit(), "config": config,
+        },
+    )
+    return line
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for a summary: the message of a VlmSafetyError, else `Type: first line of the message`."""
+    if isinstance(exc, VlmSafetyError):
+        return str(exc)
+    first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+    return f"{type(exc).__name__}: {first}"[:500] if first else type(exc).__name__
+
+
+def now() -> str:
+    """UTC wall-clock time, ISO 8601 with milliseconds (start and end of jobs, in metrics.json)."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+# --- partial generations ---------------------------------------------------------------------------
+def append_records(path: Path, records: Sequence[GenerationRecord]) -> None:
+    """Append one finished batch to `path` and fsync it (a kill can tear at most the last line)."""
+    with open(path, "ab") as f:
+        f.write("".join(r.to_json() + "\n" for r in records).encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def resume_records(
+    path: Path, expected: Sequence[tuple[str, int, str]], batch_ends: Sequence[int]
+) -> list[GenerationRecord]:
+    """The records of a killed job's `path` that a restart keeps: whole batches only.
+
+    expected: per row in generation order, (id, layer, prompt) of this job's record; batch_ends:
+    cumulative row counts at the end of each batch. A torn last line is dropped; any other line
+    that does not parse or is not this job's next record makes the job start over (warning).
+    The file is rewritten (atomically) to exactly the kept records.
+    """
+    if not path.exists():
+        return []
+    *lines, torn = path.read_bytes().split(b"\n")
+    if torn:
+        log.warning("%s: dropping a torn last line (the job was killed while writing it)", path)
+    records: list[GenerationRecord] = []
+    for k, line in enumerate(lines, start=1):
+        try:
+            row = json.loads(line)
+            rec = GenerationRecord.from_dict(row) if isinstance(row, dict) else None
+        except (ValueError, TypeError, KeyError):
+            rec = None
+        if rec is None:
+            return _start_over(path, f"line {k} is not a generation record")
+        if k > len(expected) or (rec.id, rec.layer, rec.prompt) != expected[k - 1]:
+            return _start_over(path, f"line {k} (id {rec.id!r}, layer {rec.layer}) is not this job's record {k}")
+        records.append(rec)
+    keep = max((e for e in batch_ends if e <= len(records)), default=0)
+    if keep != len(records) or torn:
+        write_jsonl_atomic(path, records[:keep])
+    return records[:keep]
+
+
+def _start_over(path: Path, why: str) -> list[GenerationRecord]:
+    log.warning("%s: %s; starting the job over", path, why)
+    path.unlink()
+    return []
