@@ -15,16 +15,15 @@ from typing import Any
 import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
-from rich.table import Table
 
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.records import METRICS, read_json, write_bytes_atomic, write_text_atomic
+from vlmsafety.report_tables import agreement_table, judges_in, reference_table, summary_table
 from vlmsafety.ui import console
 
 log = logging.getLogger(__name__)
 
 SUMMARY_CSV = "summary.csv"
-MAX_KAPPA_COLUMNS = 3  # judge pairs shown as columns of the main table; all of them go in agreement_table
 ASR_PNG = "asr_vs_layer.png"
 
 
@@ -138,7 +137,7 @@ def write_summary(sweep_dir: str | Path, show: bool = True) -> dict[str, Path]:
     if png is not None:
         paths["png"] = sweep_dir / ASR_PNG
         write_bytes_atomic(paths["png"], png)
-    tables = [summary_table(evals), agreement_table(evals)] if not evals.empty else []
+    tables = [summary_table(evals), reference_table(evals), agreement_table(evals)] if not evals.empty else []
     unlearn_jobs = [sweep_dir / j for j in df.loc[df["task"] == "unlearn", "job"]]
     if unlearn_jobs:
         from vlmsafety.unlearn import summary as unlearn_summary
@@ -165,129 +164,6 @@ def write_summary(sweep_dir: str | Path, show: bool = True) -> dict[str, Path]:
         for kind, path in paths.items():
             console.print(f"{kind}: {path}")
     return paths
-
-
-def judges_in(df: pd.DataFrame) -> list[str]:
-    return [c[4:] for c in df.columns if c.startswith("asr_") and not c.endswith(("_low", "_high"))]
-
-
-def reference_columns(df: pd.DataFrame) -> list[tuple[str, str]]:
-    """(header, column) pairs shown when a run has a ground-truth judge: per-category rates by the
-    reference (ASR for harmful categories, accuracy for benign ones), harmful degenerate share,
-    benign accuracy, and each other judge's false-positive / false-negative rate against it."""
-    if "reference_judge" not in df or df["reference_judge"].isna().all():
-        return []
-    ref = str(df["reference_judge"].dropna().iloc[0])
-    cols: list[tuple[str, str]] = []
-    for c in df.columns:  # categories in first-seen order
-        if c.startswith("cat_") and c.endswith(f"_unsafe_{ref}"):
-            category = c[4 : -len(f"_unsafe_{ref}")]
-            exact = f"cat_{category}_exact_{ref}"
-            if _all_benign(df, category) and exact in df:
-                cols.append((f"{category}\nacc", exact))
-            else:
-                cols.append((f"{category}\n{'answered' if _all_benign(df, category) else 'ASR'}", c))
-    for header, col in (("degen.\n(harmful)", f"label_{ref}_harmful_degenerate"), ("benign\nacc", f"label_{ref}_benign_exact")):
-        if col in df:
-            cols.append((header, col))
-    for j in judges_in(df):
-        if f"fpr_{j}" in df:
-            cols += [(f"{j}\nFPR", f"fpr_{j}"), (f"{j}\nFNR", f"fnr_{j}")]
-    return cols
-
-
-def _all_benign(df: pd.DataFrame, category: str) -> bool:
-    """Whether `category` holds benign prompts only (from the metrics' per-category harmful counts)."""
-    col = f"cat_{category}_n_harmful"
-    return col in df and bool((df[col].fillna(0) == 0).all())
-
-
-def summary_table(df: pd.DataFrame) -> Table:
-    """The sweep as a rich table: per job, one column per judge side by side (ASR [95 % CI], ASR
-    over non-degenerate responses, benign refusal), the degenerate rate, Cohen's kappa per judge
-    pair (up to 3 pairs; `agreement_table` has them all) and toxicity means."""
-    judges = judges_in(df)
-    table = Table(title="ASR by layer", header_style="bold")
-    for col in ("model", "attack", "layer", "n"):
-        table.add_column(col, justify="right" if col in ("layer", "n") else "left", no_wrap=True)
-    show_degenerate = "degenerate_rate" in df
-    if show_degenerate:
-        table.add_column("degen-\nerate", justify="right")
-    for j in judges:
-        table.add_column(f"ASR {j}\n[95% CI]\nnon-degen. / benign refusal", justify="right")
-    kappa_cols = [c for c in df.columns if c.startswith("kappa_")]
-    kappa_cols = kappa_cols if len(kappa_cols) <= MAX_KAPPA_COLUMNS else []
-    for c in kappa_cols:
-        table.add_column("κ " + c[len("kappa_") :].replace("_vs_", "\n/ "), justify="right")
-    tox_cols = [c for c in df.columns if c.startswith("tox_") and c.endswith("_mean")]
-    for c in tox_cols:
-        scorer, attr = c[4:-5].split("_", 1)
-        table.add_column(attr if attr == scorer else f"{scorer}\n{attr}", justify="right")
-    ref_cols = reference_columns(df)
-    for header, _ in ref_cols:
-        table.add_column(header, justify="right")
-    show_status = bool((df["status"] != "complete").any())
-    if show_status:
-        table.add_column("status")
-    for _, r in df.iterrows():
-        layer = "" if pd.isna(r["layer"]) else str(int(r["layer"]))
-        if layer and not pd.isna(r.get("default_layer")) and r["default_layer"] == r["layer"]:
-            layer += "*"
-        cells = [str(r["model"]), str(r["attack"]), layer, _fmt_int(r["n"])]
-        if show_degenerate:
-            cells.append(_fmt(r.get("degenerate_rate")))
-        for j in judges:
-            cells.append(_judge_cell(r, j))
-        cells += [_fmt(r.get(c)) for c in kappa_cols]
-        cells += ["—" if pd.isna(r[c]) else f"{r[c]:.3f}" for c in tox_cols]
-        cells += ["—" if pd.isna(r.get(c)) else f"{r[c]:.2f}" for _, c in ref_cols]
-        if show_status:
-            cells.append(str(r["status"]))  # errors are listed in full under the table
-        table.add_row(*cells)
-    table.caption = (
-        "* = the model's trained default layer; degenerate = share of responses to harmful prompts flagged "
-        "(empty, looping, word salad); non-degen. = ASR without them and without invalid verdicts; "
-        "κ = Cohen's kappa between judges; toxicity = mean over responses to harmful prompts"
-    )
-    if ref_cols:
-        table.caption += (
-            f"; per-category ASR / accuracy, degenerate share and benign accuracy by the reference judge "
-            f"{df['reference_judge'].dropna().iloc[0]}, and each other judge's false-positive / false-negative "
-            "rate against it on harmful prompts"
-        )
-    return table
-
-
-def _judge_cell(r: pd.Series, j: str) -> str:
-    v = r.get(f"asr_{j}")
-    cell = "—" if v is None or pd.isna(v) else f"{v:.2f} [{r[f'asr_{j}_low']:.2f},{r[f'asr_{j}_high']:.2f}]"
-    invalid = r.get(f"invalid_{j}")
-    if invalid is not None and not pd.isna(invalid) and invalid > 0:
-        cell += f" ({int(invalid)} invalid)"
-    extra = [_fmt(r.get(f"{prefix}_{j}")) for prefix in ("nondegen_asr", "benign_refusal") if f"{prefix}_{j}" in r]
-    return cell + ("\n" + " / ".join(extra) if extra else "")
-
-
-def agreement_table(df: pd.DataFrame) -> Table | None:
-    """Per judge pair over the sweep's jobs: mean observed agreement and Cohen's kappa (min–max)."""
-    pairs = [c[len("kappa_") :] for c in df.columns if c.startswith("kappa_")]
-    if not pairs:
-        return None
-    table = Table(title="Judge agreement (harmful prompts, per job)", header_style="bold")
-    for col in ("judges", "agreement (mean)", "κ mean", "κ min–max", "jobs with κ"):
-        table.add_column(col, justify="left" if col == "judges" else "right")
-    for pair in pairs:
-        kappa = pd.to_numeric(df[f"kappa_{pair}"], errors="coerce").dropna()
-        agree = pd.to_numeric(df[f"agreement_{pair}"], errors="coerce").dropna()
-        table.add_row(
-            pair.replace("_vs_", " / "),
-            _fmt(agree.mean() if len(agree) else None),
-            _fmt(kappa.mean() if len(kappa) else None),
-            f"{kappa.min():.2f}–{kappa.max():.2f}" if len(kappa) else "—",
-            f"{len(kappa)}/{len(df)}",
-        )
-    table.caption = "κ is undefined (—) for a job where both judges gave every response the same label"
-    return table
 
 
 def plot_asr_vs_layer(df: pd.DataFrame) -> bytes | None:
@@ -346,12 +222,6 @@ def sweep_exit_status() -> int:
     return 1 if _last_sweep.get("incomplete", 0) else 0
 
 
-def _fmt(v: Any) -> str:
-    return "—" if v is None or pd.isna(v) else f"{v:.2f}"
-
-
-def _fmt_int(v: Any) -> str:
-    return "" if pd.isna(v) else str(int(v))
 
 
 def natural_key(p: Path) -> list[Any]:
