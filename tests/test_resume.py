@@ -22,7 +22,9 @@ def compose(*overrides: str):
         return hydra_compose(config_name="config", overrides=list(overrides))
 
 
-SMALL = ("limit=8", "max_new_tokens=4", "batch_size=2", "toxicity=none")  # 4 batches per job
+# 4 batches per job; image parts only, so that every batch is decoded (text-only batches are decoded
+# once per process and reused across layers: test_text_only_batches_are_decoded_once_per_process)
+SMALL = ("limit=8", "max_new_tokens=4", "batch_size=2", "toxicity=none", "attack.categories=[image,utility]")
 
 
 @pytest.fixture
@@ -156,3 +158,20 @@ def test_score_leaves_unfinished_jobs_alone(tmp_path, fresh_worker, caplog):
         out = get_task("score")(compose("task=score", f"run_dir={tmp_path}", "toxicity=none"), tmp_path / "score")
     assert out["jobs"] == [str(tmp_path / "0")] and "skipping" in caplog.text
     assert (killed / "generations.jsonl").read_bytes() == before
+
+
+def test_text_only_batches_are_decoded_once_per_process(tmp_path, fresh_worker, monkeypatch):
+    mixed = ("limit=12", "max_new_tokens=4", "batch_size=4", "toxicity=none", "attack.categories=[text,image,benign_text]")
+    first = run_job(compose("layer=3", *mixed), tmp_path / "a")
+    adapter, _ = fresh_worker.model(compose().model, "auto")
+    calls = count_generate(adapter, monkeypatch)
+    second = run_job(compose("layer=9", *mixed), tmp_path / "b")
+    rows = [json.loads(line) for line in (tmp_path / "b" / "generations.jsonl").open()]
+    text_only = [r for r in rows if r["image"] is None]
+    image_batches = -(-sum(r["image"] is not None for r in rows) // 4)
+    assert text_only and first["reused_text_records"] == 0 and second["reused_text_records"] == len(text_only)
+    assert len(calls) == image_batches  # the text-only batches of layer 9 were not decoded again
+    # ... and they are exactly what a fresh process decodes at layer 9
+    monkeypatch.setattr(worker, "_WORKER", None)
+    run_job(compose("layer=9", *mixed), tmp_path / "fresh")
+    assert (tmp_path / "fresh" / "generations.jsonl").read_bytes() == (tmp_path / "b" / "generations.jsonl").read_bytes()

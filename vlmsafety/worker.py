@@ -13,7 +13,7 @@ import gc
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,13 +23,14 @@ from PIL import Image
 
 from vlmsafety.attacks import ImageSpec, image_sha256, render_image
 from vlmsafety.judges import Judge, build_judge
-from vlmsafety.models.base import FamilyAdapter
+from vlmsafety.models.base import FamilyAdapter, Generation, GenerationSettings
 from vlmsafety.models.loading import load_adapter, resolve_device
 from vlmsafety.toxicity import ToxicityScorer, build_scorer
 
 log = logging.getLogger(__name__)
 
 _MAX_CACHED_IMAGES = 4096
+_MAX_CACHED_TEXT_BATCHES = 4096
 
 
 class FeatureCache:
@@ -72,6 +73,8 @@ class WorkerStats:
     models_loaded: int = 0  # `load_adapter` calls
     models_released: int = 0
     images_encoded: int = 0  # images passed through a vision encoder (cache misses)
+    text_batches_decoded: int = 0  # text-only batches generated (not served from the cache)
+    text_batches_reused: int = 0  # text-only batches served from the cache (another layer of a sweep)
 
 
 class Worker:
@@ -83,6 +86,7 @@ class Worker:
         self._models: dict[str, FamilyAdapter] = {}
         self._judges: dict[str, Judge] = {}
         self._scorers: dict[str, ToxicityScorer] = {}
+        self._text: OrderedDict[tuple, list[Generation]] = OrderedDict()
         self.features = FeatureCache(max_bytes=8 << 30, device=torch.device("cpu"))
 
     def configure(self, cfg: DictConfig) -> None:
@@ -117,6 +121,8 @@ class Worker:
         if self._models.pop(key, None) is not None:
             self.stats.models_released += 1
         self.features.drop_model(key)
+        for text_key in [k for k in self._text if k[0] == key]:
+            del self._text[text_key]
         gc.collect()  # a model's modules hold reference cycles: free its memory now, not at some later GC
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -139,6 +145,31 @@ class Worker:
             for i in missing:
                 out[i] = fresh[hashes[i]]
         return out
+
+    def text_generations(
+        self, adapter: FamilyAdapter, prompts: Sequence[str], settings: GenerationSettings, seed: int,
+        generate: Callable[[], list[Generation]],
+    ) -> tuple[list[Generation], bool]:
+        """A text-only batch's answers, decoded once per process (they cannot depend on the vision
+        layer), and whether they came from the cache.
+
+        Keyed by the whole batch (its padding is part of the computation), the settings and the batch's
+        seed, so a reused answer is the one `generate()` would give; never reused for a model a job has
+        modified (unlearning)."""
+        if adapter.modified:
+            return generate(), False
+        key = (getattr(adapter, "cache_key", None) or f"unmanaged-{id(adapter)}", tuple(prompts), settings, seed)
+        hit = self._text.get(key)
+        if hit is not None:
+            self._text.move_to_end(key)
+            self.stats.text_batches_reused += 1
+            return hit, True
+        out = generate()
+        self.stats.text_batches_decoded += 1
+        self._text[key] = out
+        if len(self._text) > _MAX_CACHED_TEXT_BATCHES:
+            self._text.popitem(last=False)
+        return out, False
 
     # --- images ------------------------------------------------------------------------------------
     def image(self, spec: ImageSpec) -> tuple[Image.Image, str]:

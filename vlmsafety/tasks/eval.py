@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
@@ -25,7 +26,7 @@ from vlmsafety.attacks import AttackItem, AttackSet, load_attack_set
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.judges import Judge
 from vlmsafety.layers import resolve_layer
-from vlmsafety.models.base import FamilyAdapter, GenerationSettings
+from vlmsafety.models.base import FamilyAdapter, Generation, GenerationSettings
 from vlmsafety.records import GENERATIONS, METRICS, GenerationRecord, write_json_atomic, write_jsonl_atomic
 from vlmsafety.report import write_summary
 from vlmsafety.scoring import apply_judges, apply_scorers, covering, judging_metrics
@@ -147,9 +148,10 @@ def evaluate(
     layer. `partial`: where finished batches are appended (and resumed from); `extra` (or a function
     returning it, called at the end) is merged into metrics.json; `started`: the job's start.
     """
-    records, resumed = generate_records(
+    generated = generate_records(
         cfg, worker, adapter, attack_set.items, layer, timings, partial, attack_name=str(attack_cfg.name)
     )
+    records = generated.records
     with timed(timings, "judge"):
         judges = covering(judges, records)
         apply_judges(records, judges)
@@ -159,7 +161,7 @@ def evaluate(
     write_jsonl_atomic(out_dir / GENERATIONS, records)
     timings["total"] = time.perf_counter() - started
     metrics = build_metrics(
-        cfg, adapter, layer, records, judges, [s.name for s in scorers], timings, attack_set, resumed, attack_cfg,
+        cfg, adapter, layer, records, judges, [s.name for s in scorers], timings, attack_set, generated, attack_cfg,
     )
     metrics.update((extra() if callable(extra) else extra) or {})
     write_json_atomic(out_dir / METRICS, metrics)
@@ -167,14 +169,21 @@ def evaluate(
     return metrics
 
 
+class Generated(NamedTuple):
+    records: list[GenerationRecord]  # in item order
+    resumed: list[GenerationRecord]  # kept from a killed run's appended batches (not decoded now)
+    reused: list[GenerationRecord]  # text-only answers the worker had decoded for another layer
+
+
 def generate_records(
     cfg: DictConfig, worker: Worker, adapter: FamilyAdapter, items: list[AttackItem], layer: int, timings: dict,
     partial: Path | None = None, attack_name: str | None = None,
-) -> tuple[list[GenerationRecord], list[GenerationRecord]]:
-    """Records in item order, and those of them kept from `partial` (a killed run's appended batches).
+) -> Generated:
+    """One record per item, generated at `layer` (batched; text-only and image prompts apart).
 
     Each finished batch is appended to `partial` (when given); batches and their seeds depend only
-    on the config, so a resumed job's records equal an uninterrupted one's.
+    on the config, so a resumed job's records equal an uninterrupted one's. Text-only batches do not
+    depend on the layer: the worker decodes each once per process (`Worker.text_generations`).
     """
     attack_name = attack_name or str(cfg.attack.name)
     settings = GenerationSettings(
@@ -198,6 +207,7 @@ def generate_records(
     if done:
         log.info("resuming after batch %d/%d (%d records kept from the killed run)", done, len(batches), len(records))
     resumed = list(records)
+    reused: list[GenerationRecord] = []
     with progress() as bar:
         task = bar.add_task(f"generating at layer {layer}", total=len(batches), completed=done)
         for b in range(done, len(batches)):
@@ -209,11 +219,16 @@ def generate_records(
                 encoded: list[Any] = [None] * len(batch)
                 for i, entry in zip(with_image, entries, strict=True):
                     encoded[i] = entry
-            torch.manual_seed(_batch_seed(int(cfg.seed), b))
+            batch_prompts = [prompts[id(it)] for it in batch]
+            seed = _batch_seed(int(cfg.seed), b)
+            decode = functools.partial(
+                _decode, adapter, batch_prompts, [r[0] if r else None for r in rendered], encoded, layer, settings, seed
+            )
             with timed(timings, "generate"):
-                outs = adapter.generate(
-                    [prompts[id(it)] for it in batch], [r[0] if r else None for r in rendered], encoded, layer, settings
-                )
+                if with_image:
+                    outs, from_cache = decode(), False
+                else:
+                    outs, from_cache = worker.text_generations(adapter, batch_prompts, settings, seed, decode)
             fresh = [
                 GenerationRecord(
                     id=it.id, attack=attack_name, category=it.category, harmful=it.harmful,
@@ -227,9 +242,19 @@ def generate_records(
             if partial is not None:
                 jobs.append_records(partial, fresh)
             records += fresh
+            if from_cache:
+                reused += fresh
             bar.advance(task)
     position = {i: k for k, i in enumerate(order)}
-    return [records[position[i]] for i in range(len(items))], resumed
+    return Generated([records[position[i]] for i in range(len(items))], resumed, reused)
+
+
+def _decode(
+    adapter: FamilyAdapter, prompts: list[str], images: list[Any], encoded: list[Any], layer: int,
+    settings: GenerationSettings, seed: int,
+) -> list[Generation]:
+    torch.manual_seed(seed)  # sampling draws depend on the batch alone (resume gives the same records)
+    return adapter.generate(prompts, images, encoded, layer, settings)
 
 
 def _batch_seed(seed: int, batch: int) -> int:
@@ -240,16 +265,17 @@ def _batch_seed(seed: int, batch: int) -> int:
 def build_metrics(
     cfg: DictConfig, adapter: FamilyAdapter, layer: int, records: list[GenerationRecord],
     judges: list[Judge], scorer_names: list[str], timings: dict[str, float], attack_set: AttackSet | None = None,
-    resumed: list[GenerationRecord] | None = None, attack_cfg: DictConfig | None = None,
+    generated: Generated | None = None, attack_cfg: DictConfig | None = None,
 ) -> dict[str, Any]:
-    """metrics.json of a complete job; `resumed` = records kept from a killed run of the same job."""
+    """metrics.json of a complete job; `generated` says which records this job did not decode itself."""
     attack_cfg = attack_cfg if attack_cfg is not None else cfg.attack
     judge_names = [j.name for j in judges]
     device = adapter.device
     hours = timings["total"] / 3600
     new_tokens = sum(r.n_new_tokens for r in records)
-    # tokens generated by this process (a resumed job's kept records cost it no decoding time)
-    fresh_tokens = new_tokens - sum(r.n_new_tokens for r in resumed or ())
+    # tokens this job decoded (records kept from a killed run or reused from another layer cost no decoding)
+    resumed, reused = (generated.resumed, generated.reused) if generated else ([], [])
+    fresh_tokens = new_tokens - sum(r.n_new_tokens for r in resumed + reused)
     return {
         "status": "complete",
         "task": "eval",
@@ -272,7 +298,8 @@ def build_metrics(
         "device_hours": hours,
         "gpu_hours": hours if device.type == "cuda" else 0.0,
         "new_tokens": new_tokens,
-        "resumed_records": len(resumed or ()),
+        "resumed_records": len(resumed),
+        "reused_text_records": len(reused),  # text-only answers decoded once for every layer of the process
         "tokens_per_s": fresh_tokens / timings["generate"] if timings.get("generate") else None,
         "quant": str(cfg.model.get("quant", "none")),
         "model_memory_bytes": int(adapter.model.get_memory_footprint()),  # parameters + buffers as loaded
