@@ -53,7 +53,7 @@ def test_features_match_transformers_at_every_layer(tiny_llava, batch):
                 torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("layer", [1, 2, 6, 12, 18, 23, 24])
+@pytest.mark.parametrize("layer", range(1, 25))  # transformers' own layer-0 path is buggy (DESIGN.md §3)
 def test_generation_matches_hf_generate_token_for_token(tiny_llava, batch, layer):
     prompts, per_prompt, present, inputs = batch
     settings = GenerationSettings(max_new_tokens=12)
