@@ -85,11 +85,7 @@ class LlavaAdapter(FamilyAdapter):
         layer: int,
         settings: GenerationSettings,
     ) -> list[Generation]:
-        present = [img for img in images if img is not None]
-        inputs = self.processor(
-            text=list(prompts), images=present or None, padding=True, return_tensors="pt",
-            add_special_tokens=self._needs_bos(prompts),
-        )
+        inputs = self.model_inputs(prompts, images)
         kwargs: dict[str, Any] = {}
         feats = [self.image_features(e, layer) for e in encoded if e is not None]
         if feats:

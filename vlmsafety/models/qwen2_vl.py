@@ -159,11 +159,7 @@ class Qwen2VLAdapter(FamilyAdapter):
         layer: int,
         settings: GenerationSettings,
     ) -> list[Generation]:
-        present = [img for img in images if img is not None]
-        inputs = self.processor(
-            text=list(prompts), images=present or None, padding=True, return_tensors="pt",
-            add_special_tokens=self._needs_bos(prompts),
-        )
+        inputs = self.model_inputs(prompts, images)
         kwargs: dict[str, Any] = {
             key: inputs[key].to(self.device) for key in ("input_ids", "attention_mask", "mm_token_type_ids")
         }
