@@ -37,8 +37,8 @@ organism: $(STAMP)  ## retrain the shipped organism (5-8 min on a shared 2-core 
 sweep-layers: $(STAMP)  ## sweep layers of any model: make sweep-layers ARGS="model=tiny_mllama" LAYERS="range(0,9)"
 	$(PY) run.py -m layer='$(LAYERS)' $(ARGS)
 
-unlearn: $(STAMP)  ## paper 2: textual vs multimodal unlearning, before/after + cost: make unlearn [RECIPES=textual,textual_npo] [ARGS=...]
-	$(PY) run.py -m task=unlearn unlearn=$(RECIPES) $(ARGS)
+unlearn: $(STAMP)  ## paper 2 on the organism: textual vs multimodal unlearning, before/after + cost (< 1 min): make unlearn [RECIPES=textual,textual_npo] [ARGS=...]
+	$(PY) run.py -m task=unlearn unlearn=$(RECIPES) threads=$(THREADS) batch_size=$(BATCH) $(ARGS)
 
 report: $(STAMP)  ## re-summarise a sweep: make report SWEEP=multirun_outputs/DATE/TIME
 	$(PY) run.py task=report sweep_dir=$(SWEEP)
