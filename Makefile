@@ -46,7 +46,7 @@ report: $(STAMP)  ## re-summarise a sweep: make report SWEEP=multirun_outputs/DA
 score: $(STAMP)  ## re-judge a run without generating: make score RUN=multirun_outputs/DATE/TIME JUDGES="[keyword,llamaguard3]"
 	$(PY) run.py task=score run_dir=$(RUN) judge='$(or $(JUDGES),[keyword])'
 
-bench: $(STAMP)  ## benchmarks (< 10 min): sweep cost, batched generation; prints a table, writes docs/PERFORMANCE.md
+bench: $(STAMP)  ## benchmarks (< 10 min): sweep cost, batched generation, unlearning steps; prints tables, writes docs/PERFORMANCE.md
 	$(PY) -m benchmarks
 
 lint: $(STAMP)  ## ruff
