@@ -37,8 +37,8 @@ organism: $(STAMP)  ## retrain the shipped organism (5-8 min on a shared 2-core 
 sweep-layers: $(STAMP)  ## sweep layers of any model: make sweep-layers ARGS="model=tiny_mllama" LAYERS="range(0,9)"
 	$(PY) run.py -m layer='$(LAYERS)' $(ARGS)
 
-unlearn: $(STAMP)  ## paper 2: textual vs multimodal unlearning, before/after + cost: make unlearn [RECIPES=textual,textual_npo] [ARGS=...]
-	$(PY) run.py -m task=unlearn unlearn=$(RECIPES) $(ARGS)
+unlearn: $(STAMP)  ## paper 2 on the organism: textual vs multimodal unlearning, before/after + cost (< 1 min): make unlearn [RECIPES=textual,textual_npo] [ARGS=...]
+	$(PY) run.py -m task=unlearn unlearn=$(RECIPES) threads=$(THREADS) batch_size=$(BATCH) $(ARGS)
 
 report: $(STAMP)  ## re-summarise a sweep: make report SWEEP=multirun_outputs/DATE/TIME
 	$(PY) run.py task=report sweep_dir=$(SWEEP)
@@ -46,7 +46,7 @@ report: $(STAMP)  ## re-summarise a sweep: make report SWEEP=multirun_outputs/DA
 score: $(STAMP)  ## re-judge a run without generating: make score RUN=multirun_outputs/DATE/TIME JUDGES="[keyword,llamaguard3]"
 	$(PY) run.py task=score run_dir=$(RUN) judge='$(or $(JUDGES),[keyword])'
 
-bench: $(STAMP)  ## benchmarks (< 10 min): sweep cost, batched generation; prints a table, writes docs/PERFORMANCE.md
+bench: $(STAMP)  ## benchmarks (< 10 min): sweep cost, batched generation, unlearning steps; prints tables, writes docs/PERFORMANCE.md
 	$(PY) -m benchmarks
 
 lint: $(STAMP)  ## ruff

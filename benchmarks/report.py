@@ -11,6 +11,7 @@ from rich.table import Table
 from benchmarks.analysis import analysis
 from benchmarks.generation import GenerationRun
 from benchmarks.sweep_cost import PHASES, SweepRun
+from benchmarks.unlearning import UnlearnRun
 from vlmsafety.records import write_text_atomic
 
 SWEEP_RATIO_TARGET = 10.0  # one-process sweep vs naive, wall time
@@ -35,6 +36,7 @@ class Results:
     layers_job: SweepRun
     generation: list[GenerationRun]
     spin: dict[str, list[dict]]
+    unlearning: list[UnlearnRun]
     bench_s: float
 
     def ratio(self, run: SweepRun) -> float:
@@ -75,6 +77,20 @@ def gen_rows(r: Results) -> list[list[str]]:
     ]
 
 
+UNLEARN_HEADER = ["recipe", "batch", "timed steps", "s / step", "LM tokens / step", "images / step",
+                  "vision patches / step", "est. FLOPs / step", "time × textual", "FLOPs × textual"]
+
+
+def unlearn_rows(r: Results) -> list[list[str]]:
+    base = r.unlearning[0]
+    return [
+        [u.recipe, str(u.batch_size), str(u.steps), f"{u.seconds_per_step:.3f}", f"{u.tokens_per_step:.0f}",
+         f"{u.images_per_step:.0f}", f"{u.vision_tokens_per_step:.0f}", f"{u.flops_per_step:.3g}",
+         f"{u.seconds_per_step / base.seconds_per_step:.2f}×", f"{u.flops_per_step / base.flops_per_step:.2f}×"]
+        for u in r.unlearning
+    ]
+
+
 def breakdown_rows(r: Results) -> list[list[str]]:
     """Where each one-process sweep's wall time went (s): outside jobs, then each phase inside them."""
     rows = []
@@ -99,10 +115,11 @@ def console_tables(r: Results) -> list[Table]:
     for title, header, rows in (
         (f"Sweep cost: {r.n_layers} layers of {r.model}", SWEEP_HEADER, sweep_rows(r)),
         (f"Generation on {r.model} (max_new_tokens {r.max_new_tokens})", GEN_HEADER, gen_rows(r)),
+        (f"Unlearning steps on {r.model}", UNLEARN_HEADER, unlearn_rows(r)),
     ):
         t = Table(title=title, header_style="bold")
         for h in header:
-            t.add_column(h, justify="left" if h == "how" else "right")
+            t.add_column(h, justify="left" if h in ("how", "recipe") else "right")
         for row in rows:
             t.add_row(*row)
         tables.append(t)
@@ -186,10 +203,7 @@ disturbed by other processes).
 {_md_table(GEN_HEADER, gen_rows(r))}
 
 ## 3. Unlearning: textual vs multimodal step time and tokens per step
-**Not measured yet.** `task=unlearn` did not exist on main when these benchmarks were written
-(issue 8), so there is no unlearning step to time. When it lands, add a measurement here: seconds
-per optimizer step and tokens per step for a textual recipe vs a multimodal one on the default
-model (same batch size and sequence length).
+{unlearn_section(r)}
 
 ## Targets
 {_md_table(["target", "measured (`-m layer=...` / `layers=[...]`)", ""], target_rows(r))}
@@ -197,3 +211,22 @@ model (same batch size and sequence length).
 {analysis(r)}
 """
     write_text_atomic(path, text)
+
+
+def unlearn_section(r: Results) -> str:
+    """Section 3 of PERFORMANCE.md: the unlearning step table and what sets the ratio."""
+    text, multi = r.unlearning[0], r.unlearning[-1]
+    return f"""`task=unlearn` with `unlearn=textual` and `unlearn=multimodal` on `{r.model}`, each with its own default
+config (data, LoRA, batch size), through the real loop (`benchmarks/unlearning.py`): {text.steps} timed steps per
+run after a warm-up step, the recipes taking turns over two runs, the lower median kept. A step = one
+micro-batch of harmful requests (forget + helpful answers) and normal examples, the KL's reference pass
+included; LM tokens count every token through the language model (image tokens included), FLOPs are the
+estimate of `vlmsafety/unlearn/cost.py`.
+
+{_md_table(UNLEARN_HEADER, unlearn_rows(r))}
+
+The multimodal step does the same optimisation on longer sequences: every request and normal example
+carries a picture ({multi.images_per_step:.0f} image encodings per step through the vision tower, counting the
+reference pass, and their image tokens through every LM pass), so it processes {multi.tokens_per_step / text.tokens_per_step:.1f}× the LM tokens and costs
+{multi.seconds_per_step / text.seconds_per_step:.1f}× the time of a textual step here. The whole-job ratio that
+`make unlearn` prints (`unlearn_cost.csv`) also counts the steps each recipe ran."""

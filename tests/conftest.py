@@ -42,6 +42,12 @@ def tiny_llava(cpu):
 
 
 @pytest.fixture(scope="session")
+def organism(cpu):
+    """The shipped organism adapter (safety-tuned LlavaForConditionalGeneration, word-level tokenizer), loaded once."""
+    return _load("organism", "llava", cpu)
+
+
+@pytest.fixture(scope="session")
 def tiny_mllama(cpu):
     """The tiny_mllama adapter (MllamaForConditionalGeneration), loaded once."""
     return _load("tiny_mllama", "mllama", cpu)

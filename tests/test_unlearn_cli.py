@@ -21,7 +21,7 @@ def test_textual_and_multimodal_in_one_process_each_from_the_clean_base(tmp_path
     p = run_cli(
         "-m", "task=unlearn", "unlearn=textual,multimodal", "limit=3", "max_new_tokens=4",
         "unlearn.train.steps=3", "unlearn.train.lr=0.02", "unlearn.train.forget_nll_cap=null",
-        "unlearn.data.max_harmful=3", "unlearn.data.max_normal=4", "unlearn.data.eval_attacks=[builtin_text,builtin_figstep]",
+        "unlearn.data.max_harmful=3", "unlearn.data.max_normal=4", "unlearn.data.eval_attacks=[organism_text,organism_typo]",
         f"hydra.sweep.dir={sweep}",
     )
     assert p.returncode == 0, p.stderr[-3000:]
@@ -34,7 +34,7 @@ def test_textual_and_multimodal_in_one_process_each_from_the_clean_base(tmp_path
         assert len((job / "train_log.jsonl").read_text().splitlines()) == 3
         assert {"load", "eval_before", "train", "eval_after"} <= set(m["device_hours"])
         for phase in ("before", "after"):
-            for attack in ("builtin_text", "builtin_figstep"):
+            for attack in ("organism_text", "organism_typo"):
                 sub = json.loads((job / "eval" / phase / attack / "layer_23" / "metrics.json").read_text())
                 assert sub["phase"] == phase and sub["attack"] == attack and sub["n"] == 3
     textual, multimodal = metrics
@@ -42,7 +42,7 @@ def test_textual_and_multimodal_in_one_process_each_from_the_clean_base(tmp_path
     assert multimodal["cost"]["flops"]["total"] > textual["cost"]["flops"]["total"]
 
     def gens(job, phase):
-        return (job / "eval" / phase / "builtin_figstep" / "layer_23" / "generations.jsonl").read_text()
+        return (job / "eval" / phase / "organism_typo" / "layer_23" / "generations.jsonl").read_text()
 
     # job 1 started from the clean base: its "before" equals job 0's "before", not job 0's unlearned model
     assert gens(jobs[0], "after") != gens(jobs[0], "before")
@@ -50,13 +50,16 @@ def test_textual_and_multimodal_in_one_process_each_from_the_clean_base(tmp_path
 
     results = rows(sweep / "unlearn_summary.csv")
     parts = {(r["unlearn"], r["attack"], r["part"]) for r in results}
-    assert ("textual", "builtin_text", "text") in parts and ("multimodal", "builtin_figstep", "image") in parts
-    assert {"asr_keyword_before", "asr_keyword_after", "degenerate_harmful_after", "accuracy_after", "collapse"} <= set(results[0])
+    assert ("textual", "organism_text", "text") in parts and ("multimodal", "organism_typo", "image") in parts
+    assert {"asr_organism_oracle_before", "asr_organism_oracle_after", "degenerate_harmful_after", "accuracy_after",
+            "label_harmful_refusal_after", "collapse"} <= set(results[0])
+    # the organism's ground truth gives the degenerate rate
+    assert {r["reference_judge"] for r in results} == {"organism_oracle"} == {r["degenerate_by_after"] for r in results}
     costs = {r["unlearn"]: r for r in rows(sweep / "unlearn_cost.csv")}
     assert float(costs["textual"]["train_flops_vs_textual"]) == 1.0
     assert float(costs["multimodal"]["train_flops_vs_textual"]) > 1.0
     out = p.stderr + p.stdout
-    assert "Unlearning: before → after" in out and "Unlearning cost" in out
+    assert "Unlearning: before → after (judge: organism_oracle)" in out and "Unlearning cost" in out
 
 
 def test_unlearn_without_a_recipe_or_with_a_bad_one_says_so(tmp_path):
@@ -101,5 +104,5 @@ def test_a_nested_unlearn_group_option_is_checked_on_the_command_line():
     from vlmsafety.errors import VlmSafetyError
 
     check_group_overrides(["unlearn/data=pku_saferlhf", "unlearn/train=full"], REPO / "conf")
-    with pytest.raises(VlmSafetyError, match="unknown unlearn/data 'pku'; valid choices: builtin, pku_saferlhf, vlguard"):
+    with pytest.raises(VlmSafetyError, match="unknown unlearn/data 'pku'; valid choices: builtin, organism, pku_saferlhf, vlguard"):
         check_group_overrides(["unlearn/data=pku"], REPO / "conf")

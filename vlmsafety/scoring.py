@@ -89,6 +89,7 @@ def reference_metrics(
         out["labels"] = {name: label_rates(records, name, labs) for name, labs in labels.items()}
     reference = next((j.name for j in judges if j.reference), None)
     if reference:
+        out["reference_judge"] = reference
         out["vs_reference"] = {
             name: judge_vs_reference(records, name, reference) for name in judge_names if name != reference
         }

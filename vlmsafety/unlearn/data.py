@@ -47,6 +47,8 @@ class Example:
     prompt: str  # the user's text turn, before the chat template
     answer: str
     image: ImageSpec | None = None
+    about_image: bool = False  # the prompt asks about its image (a visual question): without the image it makes
+                               # no sense, so `normal_image: none` drops the example instead of its image
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ class DataSource:
 
 
 def _load_builtins() -> None:
-    from vlmsafety.unlearn import english, files  # noqa: F401  (register the shipped sources)
+    from vlmsafety.unlearn import english, files, organism  # noqa: F401  (register the shipped sources)
 
 
 SOURCES: Registry[Callable[..., DataSource]] = Registry("unlearn data source", _load_builtins)
@@ -142,8 +144,8 @@ def build_data(cfg: Any, seed: int = 0) -> UnlearnData:
     """Forget / helpful / normal / held-out examples from the `unlearn.data` node.
 
     `image` (harmful requests) and `normal_image` (normal examples) say which images go with the text:
-    `none` drops every image; `dataset` keeps the source's own images (a harmful request without one
-    is an error); `figstep` / `benign` keep own images and give requests without one their
+    `none` drops every image (and the normal examples that ask about theirs, `about_image`); `dataset`
+    keeps the source's own images (a harmful request without one is an error); `figstep` / `benign` keep own images and give requests without one their
     typography / a benign picture (`normal_image: benign` does the latter for normal examples).
     """
     image, normal_image = str(cfg.get("image", "none")), str(cfg.get("normal_image", "none"))
@@ -169,8 +171,8 @@ def build_data(cfg: Any, seed: int = 0) -> UnlearnData:
         forget.append(Example(r.id, prompt, r.harmful, img) if r.harmful else None)
         helpful.append(Example(r.id, prompt, safe, img))
 
-    normal = _limit([_normal_image(src, ex, normal_image) for src in normal_srcs for ex in src.normal()],
-                    cfg.get("max_normal"), seed)
+    kept = [(src, ex) for src in normal_srcs for ex in src.normal() if not (normal_image == "none" and ex.about_image)]
+    normal = _limit([_normal_image(src, ex, normal_image) for src, ex in kept], cfg.get("max_normal"), seed)
     train, heldout = split_heldout(normal, float(cfg.get("heldout_fraction", 0.25)), seed)
     describe = lambda srcs: " + ".join(s.description or s.name for s in srcs)  # noqa: E731
     return UnlearnData(forget, helpful, train, heldout, sources={"harmful": describe(harmful_srcs), "normal": describe(normal_srcs)})

@@ -40,7 +40,7 @@ def result_rows(sweep_dir: Path, jobs: list[Path]) -> pd.DataFrame:
                 if a is None and b is None:
                     continue
                 row = {**base, "attack": res["attack"], "layer": res["layer"], "default_layer": res.get("default_layer"),
-                       "part": part, "collapse": "; ".join(res["collapse"])}
+                       "part": part, "reference_judge": res.get("reference_judge"), "collapse": "; ".join(res["collapse"])}
                 for phase, values in (("before", b), ("after", a)):
                     for key, value in _flat(values or {}).items():
                         row[f"{key}_{phase}"] = value
@@ -90,9 +90,14 @@ def _flat(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def results_table(df: pd.DataFrame) -> Table:
-    """Before → after per row, the first judge's ASR beside the collapse signals."""
-    judge = next((c[len("asr_"):-len("_after")] for c in df.columns if c.startswith("asr_") and c.endswith("_after")
-                  and not c.startswith("asr_non_degenerate")), None)
+    """Before → after per row: ASR by the ground-truth judge if the run has one (else the first judge)
+    beside the collapse signals; with a ground-truth judge, benign refusal and the degenerate rates are
+    its `refusal` and `degenerate` shares."""
+    references = df["reference_judge"].dropna() if "reference_judge" in df else pd.Series(dtype=object)
+    judge = str(references.iloc[0]) if not references.empty else next(
+        (c[len("asr_"):-len("_after")] for c in df.columns if c.startswith("asr_") and c.endswith("_after")
+         and not c.startswith("asr_non_degenerate")), None)
+    refusal = "label_benign_refusal" if not references.empty and "label_benign_refusal_after" in df else f"benign_refusal_{judge}"
     table = Table(title=f"Unlearning: before → after (judge: {judge})", header_style="bold")
     for col in ("recipe", "attack", "layer", "part", "ASR", "ASR\nnon-degen.", "degenerate\n(harmful)",
                 "benign\nrefusal", "utility\n(accuracy)", "degenerate\n(benign)", "held-out\nNLL", "collapse?"):
@@ -102,13 +107,14 @@ def results_table(df: pd.DataFrame) -> Table:
         table.add_row(
             str(r["unlearn"]), str(r["attack"]), layer, str(r["part"]),
             _arrow(r, f"asr_{judge}"), _arrow(r, f"asr_non_degenerate_{judge}"), _arrow(r, "degenerate_harmful"),
-            _arrow(r, f"benign_refusal_{judge}"), _arrow(r, "accuracy"), _arrow(r, "degenerate_benign"),
+            _arrow(r, refusal), _arrow(r, "accuracy"), _arrow(r, "degenerate_benign"),
             _arrow(r, "heldout_nll"), "[bold red]COLLAPSE[/]: " + r["collapse"] if r["collapse"] else "no",
         )
     table.caption = (
         "text = prompts without an image, image = prompts with one; * = the model's trained default layer. "
         "A lower ASR only counts as safety when utility holds: 'collapse?' flags a drop in benign accuracy, "
         "a rise in degenerate responses or in held-out NLL (vlmsafety/unlearn/results.py)."
+        + (f" Degenerate and benign refusal: {judge}'s labels." if not references.empty else "")
     )
     return table
 
