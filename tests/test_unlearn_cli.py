@@ -59,7 +59,7 @@ def test_textual_and_multimodal_in_one_process_each_from_the_clean_base(tmp_path
     assert float(costs["textual"]["train_flops_vs_textual"]) == 1.0
     assert float(costs["multimodal"]["train_flops_vs_textual"]) > 1.0
     out = p.stderr + p.stdout
-    assert "Unlearning: before → after (judge: organism_oracle)" in out and "Unlearning cost" in out
+    assert "Unlearning: safety before → after" in out and "judged by organism_oracle" in out and "Unlearning cost" in out
 
 
 def test_unlearn_without_a_recipe_or_with_a_bad_one_says_so(tmp_path):

@@ -149,7 +149,7 @@ def write_summary(sweep_dir: str | Path, show: bool = True) -> dict[str, Path]:
         write_text_atomic(paths["unlearn_csv"], results.to_csv(index=False))
         write_text_atomic(paths["cost_csv"], costs.to_csv(index=False))
         if not results.empty:
-            tables.append(unlearn_summary.results_table(results))
+            tables.extend(unlearn_summary.results_tables(results))
         tables.append(unlearn_summary.cost_table(costs))
     if show:
         for table in tables:

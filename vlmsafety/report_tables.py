@@ -27,7 +27,7 @@ def summary_table(df: pd.DataFrame) -> Table:
     """Per job: ASR [95 % CI] of every judge side by side, the degenerate rate, over-refusal and toxicity."""
     judges = judges_in(df)
     ref = reference_judge(df)
-    table = _table("ASR by layer" + _scope(df))
+    table = compact_table("ASR by layer" + _scope(df))
     keys = _key_columns(df, table)
     table.add_column("n", justify="right", no_wrap=True)
     for j in judges:
@@ -90,7 +90,7 @@ def reference_table(df: pd.DataFrame) -> Table | None:
     for j in scored:  # one judge scored: its name goes in the caption, not in two wide headers
         label = "" if len(scored) == 1 else f"{j}\n"
         cols += [(f"{label}FPR", f"fpr_{j}"), (f"{label}FNR", f"fnr_{j}")]
-    table = _table(f"Ground truth by layer ({ref})" + _scope(df))
+    table = compact_table(f"Ground truth by layer ({ref})" + _scope(df))
     keys = _key_columns(df, table)
     for header, _ in cols:
         table.add_column(header, justify="right", min_width=_widest(header))
@@ -110,7 +110,7 @@ def agreement_table(df: pd.DataFrame) -> Table | None:
     pairs = [c[len("kappa_") :] for c in df.columns if c.startswith("kappa_")]
     if not pairs:
         return None
-    table = _table("Judge agreement (harmful prompts, per job)")
+    table = compact_table("Judge agreement (harmful prompts, per job)")
     for col in ("judges", "agreement\n(mean)", "κ mean", "κ min–max", "jobs\nwith κ"):
         table.add_column(col, justify="left" if col == "judges" else "right")
     for pair in pairs:
@@ -127,7 +127,7 @@ def agreement_table(df: pd.DataFrame) -> Table | None:
     return table
 
 
-def _table(title: str) -> Table:
+def compact_table(title: str) -> Table:
     return Table(
         title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
         title_justify="left", caption_justify="left",

@@ -2,8 +2,9 @@
 signals, and the cost of each recipe relative to `textual` (the paper's cost comparison).
 
 Written into the sweep folder as `unlearn_summary.csv` (one row per job × attack × layer × part) and
-`unlearn_cost.csv` (one row per job), and printed as two tables. The before / after numbers are
-recomputed from each job's stored generations (`results.job_results`), so they follow re-scoring.
+`unlearn_cost.csv` (one row per job), and printed as three tables (safety, utility, cost). The
+before / after numbers are recomputed from each job's stored generations (`results.job_results`), so
+they follow re-scoring.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pandas as pd
 from rich.table import Table
 
 from vlmsafety.records import METRICS, read_json
+from vlmsafety.report_tables import compact_table
 from vlmsafety.unlearn.results import job_results
 
 UNLEARN_CSV = "unlearn_summary.csv"
@@ -89,54 +91,107 @@ def _flat(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def results_table(df: pd.DataFrame) -> Table:
-    """Before → after per row: ASR by the ground-truth judge if the run has one (else the first judge)
-    beside the collapse signals; with a ground-truth judge, benign refusal and the degenerate rates are
-    its `refusal` and `degenerate` shares."""
+def results_tables(df: pd.DataFrame) -> list[Table]:
+    """Before → after, sized for an 80-column terminal: a safety table (harmful prompts: ASR by the
+    ground-truth judge if the run has one, else the first judge, beside its non-degenerate ASR and the
+    degenerate rate) and a utility table (benign prompts: refusals, accuracy, degenerate answers, and the
+    held-out NLL). Collapse flags go in the captions, one line each."""
     references = df["reference_judge"].dropna() if "reference_judge" in df else pd.Series(dtype=object)
     judge = str(references.iloc[0]) if not references.empty else next(
         (c[len("asr_"):-len("_after")] for c in df.columns if c.startswith("asr_") and c.endswith("_after")
          and not c.startswith("asr_non_degenerate")), None)
     refusal = "label_benign_refusal" if not references.empty and "label_benign_refusal_after" in df else f"benign_refusal_{judge}"
-    table = Table(title=f"Unlearning: before → after (judge: {judge})", header_style="bold")
-    for col in ("recipe", "attack", "layer", "part", "ASR", "ASR\nnon-degen.", "degenerate\n(harmful)",
-                "benign\nrefusal", "utility\n(accuracy)", "degenerate\n(benign)", "held-out\nNLL", "collapse?"):
-        table.add_column(col, justify="left" if col in ("recipe", "attack", "part", "collapse?") else "right")
-    for _, r in df.iterrows():
-        layer = str(int(r["layer"])) + ("*" if r.get("default_layer") == r["layer"] else "")
-        table.add_row(
-            str(r["unlearn"]), str(r["attack"]), layer, str(r["part"]),
-            _arrow(r, f"asr_{judge}"), _arrow(r, f"asr_non_degenerate_{judge}"), _arrow(r, "degenerate_harmful"),
-            _arrow(r, refusal), _arrow(r, "accuracy"), _arrow(r, "degenerate_benign"),
-            _arrow(r, "heldout_nll"), "[bold red]COLLAPSE[/]: " + r["collapse"] if r["collapse"] else "no",
-        )
-    table.caption = (
-        "text = prompts without an image, image = prompts with one; * = the model's trained default layer. "
-        "A lower ASR only counts as safety when utility holds: 'collapse?' flags a drop in benign accuracy, "
-        "a rise in degenerate responses or in held-out NLL (vlmsafety/unlearn/results.py)."
-        + (f" Degenerate and benign refusal: {judge}'s labels." if not references.empty else "")
-    )
-    return table
+    layers = df["layer"].dropna().unique()
+    scope = ""
+    if len(layers) == 1:
+        default = df["default_layer"].iloc[0] if "default_layer" in df else None
+        scope = f" — layer {int(layers[0])}" + (" (trained default)" if default == layers[0] else "")
+    harmful = df[pd.to_numeric(df.get("n_harmful_before"), errors="coerce").fillna(0) > 0] if "n_harmful_before" in df else df
+    benign = df[pd.to_numeric(df.get("n_benign_before"), errors="coerce").fillna(0) > 0] if "n_benign_before" in df else df.iloc[0:0]
+    tables = []
+    safety = compact_table(f"Unlearning: safety before → after{scope}")
+    keys = _keys(df, safety)
+    for col in ("ASR", "ASR non-\ndegenerate", "degen-\nerate"):
+        safety.add_column(col, justify="right", no_wrap=True)
+    for _, r in harmful.iterrows():
+        safety.add_row(*keys(r), _arrow(r, f"asr_{judge}"), _arrow(r, f"asr_non_degenerate_{judge}"),
+                       _arrow(r, "degenerate_harmful"))
+    safety.caption = (
+        f"harmful prompts, judged by {judge}; text = without an image, image = with one; degenerate = "
+        "empty / looping / broken answers" + _collapse_lines(harmful))
+    tables.append(safety)
+    if not benign.empty:
+        utility = compact_table(f"Unlearning: utility before → after{scope}")
+        keys = _keys(df, utility)
+        for col in ("benign\nrefused", "accuracy", "degen-\nerate"):
+            utility.add_column(col, justify="right", no_wrap=True)
+        for _, r in benign.iterrows():
+            utility.add_row(*keys(r), _arrow(r, refusal), _arrow(r, "accuracy"), _arrow(r, "degenerate_benign"))
+        utility.caption = (
+            "benign prompts" + (f", labelled by {judge}" if not references.empty else "")
+            + "; a lower ASR only counts as safety when utility holds (collapse checks: "
+            "vlmsafety/unlearn/results.py)" + _nll_lines(df) + _collapse_lines(benign))
+        tables.append(utility)
+    return tables
+
+
+def _keys(df: pd.DataFrame, table: Table) -> Any:
+    """Recipe, attack and part columns, and the layer column when the rows' layers differ."""
+    show_layer = df["layer"].nunique(dropna=True) > 1
+    for col in ("recipe", "attack", "part") + (("layer",) if show_layer else ()):
+        table.add_column(col, justify="right" if col == "layer" else "left", no_wrap=True)
+
+    def cells(r: pd.Series) -> list[str]:
+        out = [str(r["unlearn"]), str(r["attack"]), str(r["part"])]
+        if show_layer:
+            out.append(str(int(r["layer"])) + ("*" if r.get("default_layer") == r["layer"] else ""))
+        return out
+
+    return cells
+
+
+def _nll_lines(df: pd.DataFrame) -> str:
+    """One caption line per recipe: its NLL on its own held-out normal data (text or image) and on the forget set."""
+    lines = []
+    for recipe, rows in df.groupby("unlearn", sort=False):
+        held = rows.dropna(subset=["heldout_nll_before"]) if "heldout_nll_before" in rows else rows.iloc[0:0]
+        parts = [f"held-out NLL ({r['part']}) {_arrow(r, 'heldout_nll', '.3g')}" for _, r in held.drop_duplicates("part").iterrows()]
+        if "forget_nll_before" in rows and rows["forget_nll_before"].notna().any():
+            parts.append(f"forget NLL {_arrow(rows.iloc[0], 'forget_nll', '.3g')}")
+        if parts:
+            lines.append(f"\n{recipe}: " + ", ".join(parts))
+    return "".join(lines)
+
+
+def _collapse_lines(df: pd.DataFrame) -> str:
+    flagged = df[df["collapse"].fillna("").astype(str) != ""] if "collapse" in df else df.iloc[0:0]
+    return "".join(f"\n[bold red]COLLAPSE[/] {r['unlearn']} · {r['attack']} · {r['part']}: {r['collapse']}"
+                   for _, r in flagged.iterrows())
 
 
 def cost_table(df: pd.DataFrame) -> Table:
-    table = Table(title=f"Unlearning cost (× = multiple of the {BASELINE} job's)", header_style="bold")
-    for col in ("recipe", "model", "steps", "tokens", "images", "train FLOPs", "×", "train device-h", "×"):
-        table.add_column(col, justify="left" if col in ("recipe", "model") else "right")
+    models = df["model"].dropna().unique()
+    title = f"Unlearning cost (× = multiple of the {BASELINE} job's)" + (f" — {models[0]}" if len(models) == 1 else "")
+    table = compact_table(title)
+    cols = ("recipe",) + (("model",) if len(models) > 1 else ()) + (
+        "steps", "tokens", "images", "train\nFLOPs", "×", "train\ndevice-h", "×")
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("recipe", "model") else "right", no_wrap=True)
     for _, r in df.iterrows():
         table.add_row(
-            str(r["unlearn"]), str(r["model"]), _int(r["steps"]), _int(r["tokens"]), _int(r["images"]),
+            str(r["unlearn"]), *((str(r["model"]),) if len(models) > 1 else ()),
+            _int(r["steps"]), _int(r["tokens"]), _int(r["images"]),
             f"{r['train_flops']:.3g}" if pd.notna(r["train_flops"]) else "—", _times(r[f"train_flops_vs_{BASELINE}"]),
             f"{r['train_device_hours']:.2g}" if pd.notna(r["train_device_hours"]) else "—",
             _times(r[f"train_device_hours_vs_{BASELINE}"]),
         )
-    table.caption = "FLOPs: estimate from tokens and images processed (vlmsafety/unlearn/cost.py); device hours: measured"
+    table.caption = "FLOPs: estimated from the tokens and images processed (vlmsafety/unlearn/cost.py); device hours: measured"
     return table
 
 
-def _arrow(r: pd.Series, key: str) -> str:
+def _arrow(r: pd.Series, key: str, spec: str = ".2f") -> str:
     b, a = r.get(f"{key}_before"), r.get(f"{key}_after")
-    fmt = lambda v: "—" if v is None or pd.isna(v) else f"{v:.2f}"  # noqa: E731
+    fmt = lambda v: "—" if v is None or pd.isna(v) else format(v, spec)  # noqa: E731
     return f"{fmt(b)}→{fmt(a)}"
 
 
