@@ -43,12 +43,14 @@ def num_layers(cfg) -> int:
 
 
 def spin_vs_sleep(batch_sizes: tuple[int, ...], n_prompts: int) -> dict[str, list[dict]]:
-    """Generation tokens/s with OpenMP's idle threads spinning (ACTIVE) vs sleeping (PASSIVE, our default)."""
+    """Generation tokens/s with OpenMP's idle threads spinning (ACTIVE) vs sleeping (PASSIVE, our default),
+    with torch's default thread count, and with one thread (`threads=1`, what `make run` passes)."""
     out = {}
-    for policy in ("ACTIVE", "PASSIVE"):
+    for name, policy, overrides in (("ACTIVE", "ACTIVE", ()), ("PASSIVE", "PASSIVE", ()),
+                                    ("ONE_THREAD", "PASSIVE", ("threads=1",))):
         code = (
             "import json, benchmarks.generation as g, benchmarks.__main__ as m;"
-            f"runs = g.tokens_per_second(m.default_config(), {batch_sizes!r}, n_prompts={n_prompts}, repeats=1);"
+            f"runs = g.tokens_per_second(m.default_config(*{overrides!r}), {batch_sizes!r}, n_prompts={n_prompts}, repeats=1);"
             "print(json.dumps([{'batch_size': r.batch_size, 'tokens_per_s': r.tokens_per_s} for r in runs]))"
         )
         p = subprocess.run(
@@ -56,8 +58,8 @@ def spin_vs_sleep(batch_sizes: tuple[int, ...], n_prompts: int) -> dict[str, lis
             env={**os.environ, "OMP_WAIT_POLICY": policy},
         )
         if p.returncode != 0:
-            raise RuntimeError(f"generation with OMP_WAIT_POLICY={policy} failed:\n{p.stderr[-2000:]}")
-        out[policy] = json.loads(p.stdout.strip().splitlines()[-1])
+            raise RuntimeError(f"generation with OMP_WAIT_POLICY={policy} {' '.join(overrides)} failed:\n{p.stderr[-2000:]}")
+        out[name] = json.loads(p.stdout.strip().splitlines()[-1])
     return out
 
 

@@ -21,7 +21,8 @@ def analysis(r: Results) -> str:
     decode_per = best.decode_s / n
     hydra_per_job = (r.multirun.outside_jobs(r.import_s) - r.layers_job.outside_jobs(r.import_s)) / max(n - 1, 1)
     ratio = r.naive.wall_s / best.wall_s
-    share = best.overhead_share
+    lean = min(r.one_process, key=lambda run: run.overhead_share)  # the Targets table's verdict uses the same run
+    share = lean.overhead_share
     parts = ["## Reading the figures"]
 
     parts.append(
@@ -39,8 +40,7 @@ def analysis(r: Results) -> str:
         parts.append(
             "What would close it: (1) less decoding per layer, since decoding is what the sweep is made of: the "
             "built-in model is so small that a step costs about the same at any batch size (section 2), so larger "
-            "batches (`batch_size=80`: one batch per layer for the built-in attack set) cut decoding further where "
-            "memory allows; (2) real checkpoints: a 7B model takes tens of seconds to load and initialise CUDA in "
+            "batches (`make run` passes `batch_size=64` and `threads=1`) cut decoding further where memory allows; (2) real checkpoints: a 7B model takes tens of seconds to load and initialise CUDA in "
             "every naive process while the one-process sweep's per-layer cost stays decoding-bound, so the speed-up "
             "grows with model size (not measurable here: no GPU, no hub); (3) more work per process (several models "
             "or attack sets in one sweep) amortises the one-time start-up further."
@@ -48,7 +48,7 @@ def analysis(r: Results) -> str:
     parts.append(
         f"**Overhead share ({100 * share:.0f} % at best; target ≤ {100 * OVERHEAD_TARGET:.0f} %: "
         f"{'met' if share <= OVERHEAD_TARGET else 'missed'}).** Most of the non-decoding time is the one-time "
-        f"start-up ({r.import_s:.1f} s of {best.wall_s:.1f} s). Each Hydra job of `-m layer=...` costs about "
+        f"start-up ({r.import_s:.1f} s of {lean.wall_s:.1f} s). Each Hydra job of `-m layer=...` costs about "
         f"{hydra_per_job:.2f} s outside the job itself (the basic sweeper composes every job's config twice, and "
         "each job reconfigures logging and writes its `.hydra/` snapshot); `layers=[...]` runs every layer in one "
         "Hydra job and avoids that. Image rendering and encoding happen once per image for the whole sweep (worker cache), "
@@ -66,14 +66,21 @@ def analysis(r: Results) -> str:
         cells = ", ".join(
             f"batch {bs}: {spin['ACTIVE'][bs]:.0f} → {spin['PASSIVE'][bs]:.0f} tokens/s" for bs in sorted(spin["PASSIVE"])
         )
+        passive_wins = sum(spin["PASSIVE"][bs] > spin["ACTIVE"][bs] for bs in spin["PASSIVE"]) * 2 > len(spin["PASSIVE"])
         parts.append(
-            "**What profiling changed.** Decoding the tiny model spent most of its time in OpenMP threads spinning "
-            "while they waited for a core held by another process (this machine's cores are shared). `import "
-            "vlmsafety` now sets `OMP_WAIT_POLICY=PASSIVE` (idle threads sleep) unless the environment sets it: "
-            f"measured in this run with OpenMP's default spinning vs passive waiting, {cells}. Before the change, "
-            "the default sweep spent several times longer decoding; the gain depends on how busy the machine is "
-            "(spinning costs most when other processes compete for the cores). Results are unchanged: same "
-            "threads, same arithmetic."
+            "**What profiling changed.** On this machine's shared cores, decoding the tiny model once spent most of "
+            "its time in OpenMP threads spinning while they waited for a core held by another process. `import "
+            "vlmsafety` now sets `OMP_WAIT_POLICY=PASSIVE` (idle threads sleep) unless the environment sets it. "
+            f"Measured in this run, spinning vs passive waiting with torch's default threads: {cells}. "
+            + ("Passive waiting won here; " if passive_wins else
+               "Passive waiting lost here: with the cores otherwise idle, spinning threads find their core free and "
+               "answer sooner. ")
+            + "Which wins depends on how busy the machine is (see the load averages): spinning costs most when "
+            "other processes compete for the cores, and on a busy machine it made decoding several times slower. "
+            + ("With one thread (`threads=1`, what `make run` passes) there is no idle thread to spin or sleep: "
+               + ", ".join(f"batch {bs}: {spin['ONE_THREAD'][bs]:.0f} tokens/s" for bs in sorted(spin["ONE_THREAD"]))
+               + " in this run. " if spin.get("ONE_THREAD") else "")
+            + "Results are unchanged either way: same arithmetic."
         )
     parts.append(
         "Also from profiling: a process that has imported torch and transformers spends about "

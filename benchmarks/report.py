@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from benchmarks.generation import GenerationRun
 from benchmarks.sweep_cost import PHASES, SweepRun
 from benchmarks.unlearning import UnlearnRun
 from vlmsafety.records import write_text_atomic
+from vlmsafety.report_tables import compact_table
 
 SWEEP_RATIO_TARGET = 10.0  # one-process sweep vs naive, wall time
 OVERHEAD_TARGET = 0.25  # share of the one-process sweep's wall time not spent decoding
@@ -77,6 +79,7 @@ def gen_rows(r: Results) -> list[list[str]]:
     ]
 
 
+CONSOLE_SKIP = {"timed steps", "vision patches / step"}  # columns left out of the terminal tables (80 wide)
 UNLEARN_HEADER = ["recipe", "batch", "timed steps", "s / step", "LM tokens / step", "images / step",
                   "vision patches / step", "est. FLOPs / step", "time × textual", "FLOPs × textual"]
 
@@ -117,13 +120,16 @@ def console_tables(r: Results) -> list[Table]:
         (f"Generation on {r.model} (max_new_tokens {r.max_new_tokens})", GEN_HEADER, gen_rows(r)),
         (f"Unlearning steps on {r.model}", UNLEARN_HEADER, unlearn_rows(r)),
     ):
-        t = Table(title=title, header_style="bold")
-        for h in header:
-            t.add_column(h, justify="left" if h in ("how", "recipe") else "right")
+        keep = [i for i, h in enumerate(header) if h not in CONSOLE_SKIP]  # docs/PERFORMANCE.md has every column
+        t = compact_table(title)
+        for i in keep:
+            h = header[i]
+            t.add_column("\n".join(textwrap.wrap(h, 8)), justify="left" if h in ("how", "recipe") else "right",
+                         no_wrap=h != "how")
         for row in rows:
-            t.add_row(*row)
+            t.add_row(*(row[i] for i in keep))
         tables.append(t)
-    targets = Table(title="Targets", header_style="bold")
+    targets = compact_table("Targets")
     for h in ("target", "measured", ""):
         targets.add_column(h)
     for row in target_rows(r):
