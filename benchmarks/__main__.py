@@ -42,11 +42,12 @@ def num_layers(cfg) -> int:
     return get_worker().model(cfg.model, cfg.device)[0].num_layers
 
 
-def spin_vs_sleep(batch_sizes: tuple[int, ...], n_prompts: int) -> dict[str, list[dict]]:
+def spin_vs_sleep(batch_sizes: tuple[int, ...], n_prompts: int, threads: int) -> dict[str, list[dict]]:
     """Generation tokens/s with OpenMP's idle threads spinning (ACTIVE) vs sleeping (PASSIVE, our default),
-    with torch's default thread count, and with one thread (`threads=1`, what `make run` passes)."""
+    with `threads` threads (one per usable core), and with one thread (`threads=1`)."""
     out = {}
-    for name, policy, overrides in (("ACTIVE", "ACTIVE", ()), ("PASSIVE", "PASSIVE", ()),
+    for name, policy, overrides in (("ACTIVE", "ACTIVE", (f"threads={threads}",)),
+                                    ("PASSIVE", "PASSIVE", (f"threads={threads}",)),
                                     ("ONE_THREAD", "PASSIVE", ("threads=1",))):
         code = (
             "import json, benchmarks.generation as g, benchmarks.__main__ as m;"
@@ -103,11 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"generation: batch sizes {BATCH_SIZES} ...")
     gen = generation.tokens_per_second(cfg, BATCH_SIZES)
     console.print("generation: OpenMP idle threads spinning vs sleeping ...")
-    spin = spin_vs_sleep((1, 8), n_prompts=8)
+    spin = spin_vs_sleep((1, 8), n_prompts=8, threads=int(info["cores_usable"]))
+    # the workload's torch threads: the config's `threads`, else (on a CPU) the model's `cpu_threads`
+    threads = cfg.threads or (None if info["gpu"] else cfg.model.get("cpu_threads")) or info["torch_threads"]
 
     results = Results(
         machine=info, load_before=load_before, load_after=machine.load_average(), model=str(cfg.model.name),
-        attack=str(cfg.attack.name), max_new_tokens=int(cfg.max_new_tokens), batch_size=int(cfg.batch_size),
+        attack=str(cfg.attack.name), max_new_tokens=int(cfg.max_new_tokens), batch_size=int(cfg.batch_size), threads=int(threads),
         n_layers=n_layers, import_s=import_s, teardown_s=teardown_s, naive=naive, multirun=multirun, layers_job=layers_job,
         generation=gen, spin=spin, unlearning=unlearn_runs, bench_s=time.perf_counter() - started,
     )

@@ -40,7 +40,7 @@ def analysis(r: Results) -> str:
         parts.append(
             "What would close it: (1) less decoding per layer, since decoding is what the sweep is made of: the "
             "built-in model is so small that a step costs about the same at any batch size (section 2), so larger "
-            "batches (`make run` passes `batch_size=64` and `threads=1`) cut decoding further where memory allows; (2) real checkpoints: a 7B model takes tens of seconds to load and initialise CUDA in "
+            "batches (`make run` passes `batch_size=64`) cut decoding further where memory allows; (2) real checkpoints: a 7B model takes tens of seconds to load and initialise CUDA in "
             "every naive process while the one-process sweep's per-layer cost stays decoding-bound, so the speed-up "
             "grows with model size (not measurable here: no GPU, no hub); (3) more work per process (several models "
             "or attack sets in one sweep) amortises the one-time start-up further."
@@ -71,13 +71,14 @@ def analysis(r: Results) -> str:
             "**What profiling changed.** On this machine's shared cores, decoding the tiny model once spent most of "
             "its time in OpenMP threads spinning while they waited for a core held by another process. `import "
             "vlmsafety` now sets `OMP_WAIT_POLICY=PASSIVE` (idle threads sleep) unless the environment sets it. "
-            f"Measured in this run, spinning vs passive waiting with torch's default threads: {cells}. "
+            f"Measured in this run, spinning vs passive waiting with {r.machine['cores_usable']} threads: {cells}. "
             + ("Passive waiting won here; " if passive_wins else
                "Passive waiting lost here: with the cores otherwise idle, spinning threads find their core free and "
                "answer sooner. ")
             + "Which wins depends on how busy the machine is (see the load averages): spinning costs most when "
             "other processes compete for the cores, and on a busy machine it made decoding several times slower. "
-            + ("With one thread (`threads=1`, what `make run` passes) there is no idle thread to spin or sleep: "
+            + ("With one thread (`threads=1`; the built-in models' `cpu_threads`, used when `threads` is null) "
+               "there is no idle thread to spin or sleep: "
                + ", ".join(f"batch {bs}: {spin['ONE_THREAD'][bs]:.0f} tokens/s" for bs in sorted(spin["ONE_THREAD"]))
                + " in this run. " if spin.get("ONE_THREAD") else "")
             + "Results are unchanged either way: same arithmetic."

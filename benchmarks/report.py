@@ -30,6 +30,7 @@ class Results:
     attack: str
     max_new_tokens: int
     batch_size: int
+    threads: int  # torch CPU threads of the workload (the config's, else the model's cpu_threads)
     n_layers: int
     import_s: float
     teardown_s: float  # what a full interpreter teardown would add per process (run.py skips it)
@@ -124,7 +125,7 @@ def console_tables(r: Results) -> list[Table]:
         t = compact_table(title)
         for i in keep:
             h = header[i]
-            t.add_column("\n".join(textwrap.wrap(h, 8)), justify="left" if h in ("how", "recipe") else "right",
+            t.add_column("\n".join(textwrap.wrap(h, 8, break_long_words=False)), justify="left" if h in ("how", "recipe") else "right",
                          no_wrap=h != "how")
         for row in rows:
             t.add_row(*(row[i] for i in keep))
@@ -175,7 +176,7 @@ Tests never assert timings; this page is where speed is measured.
 | cores | {m['cores']} ({m['cores_usable']} usable by this process) |
 | RAM | {m['ram_gib']} GiB |
 | GPU | {m['gpu'] or 'none (CPU only)'} |
-| torch threads | {m['torch_threads']} (OMP_WAIT_POLICY={m['omp_wait_policy']}) |
+| torch threads | {m['torch_threads']} by default (OMP_WAIT_POLICY={m['omp_wait_policy']}); the workload's: {r.threads} |
 | load average 1/5/15 min | before {load(r.load_before)}, after {load(r.load_after)} |
 | OS, Python | {m['os']}, Python {v.get('python')} |
 | versions | torch {v.get('torch')}, transformers {v.get('transformers')}, hydra-core {v.get('hydra-core')} |
@@ -183,7 +184,8 @@ Tests never assert timings; this page is where speed is measured.
 | `make bench` wall time | {r.bench_s:.0f} s |
 
 Workload: the default config (`python run.py` with no arguments): model `{r.model}`, attack `{r.attack}`,
-max_new_tokens {r.max_new_tokens}, batch_size {r.batch_size}, greedy.
+max_new_tokens {r.max_new_tokens}, batch_size {r.batch_size}, greedy, {r.threads} torch thread{'s' if r.threads != 1 else ''}
+(`threads: null` = the model's `cpu_threads` on a CPU).
 
 ## 1. Sweep cost: {r.n_layers} layers in one process vs one process per layer
 Naive = `python run.py layer=L` once per layer (each process imports, loads the model, loads the

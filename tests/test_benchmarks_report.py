@@ -20,7 +20,7 @@ def results(active: float, passive: float, tokens_b16: float = 1464.0) -> Result
                  "torch_threads": 2, "omp_wait_policy": "PASSIVE", "os": "Linux", "git_commit": "abc",
                  "versions": {"python": "3.11", "torch": "2.13.0", "transformers": "5", "hydra-core": "1.3.8"}},
         load_before=(0.7, 0.8, 1.0), load_after=(1.0, 0.9, 1.0), model="organism", attack="organism",
-        max_new_tokens=64, batch_size=16, n_layers=25, import_s=4.3, teardown_s=1.4,
+        max_new_tokens=64, batch_size=16, threads=1, n_layers=25, import_s=4.3, teardown_s=1.4,
         naive=SweepRun("naive: one process per layer", "run.py layer=L", 204.1, 25, 25,
                        {**phases, "generate": 46.6, "total": 100.0}),
         multirun=SweepRun("one process, `-m layer=...`", "run.py -m", 46.4, 1, 25, phases),
@@ -45,7 +45,7 @@ def test_console_tables_fit_80_columns_without_cutting_numbers():
     text = out.getvalue()
     assert max(len(line) for line in text.splitlines()) <= 80
     assert "…" not in text
-    for figure in ("204.1", "4.4×", "5.7×", "0.329", "2.08e+09", "2.33×", "MISSED", "met"):
+    for figure in ("processes", "204.1", "4.4×", "5.7×", "0.329", "2.08e+09", "2.33×", "MISSED", "met"):
         assert figure in text
 
 

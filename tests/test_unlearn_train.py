@@ -129,6 +129,29 @@ def test_worker_reloads_a_model_a_job_has_modified(cpu):
     assert reloaded and fresh_one is not first
 
 
+def test_torch_threads_follow_the_config_else_the_models_cpu_threads(cpu):
+    import torch
+
+    from vlmsafety.worker import Worker
+
+    before = torch.get_num_threads()
+    try:
+        worker = Worker()
+        torch_default = worker._torch_threads
+        tiny = OmegaConf.create({"name": "tiny_llava", "family": "llava", "builtin": "tiny_llava", "cpu_threads": 1})
+        other = OmegaConf.create({"name": "tiny_llava", "family": "llava", "builtin": "tiny_llava", "dtype": "float32"})
+        worker.configure(OmegaConf.create({"threads": None}))
+        worker.model(tiny, "cpu")
+        assert torch.get_num_threads() == 1  # the model's cpu_threads
+        worker.model(other, "cpu")
+        assert torch.get_num_threads() == torch_default  # a model without cpu_threads: torch's default again
+        worker.configure(OmegaConf.create({"threads": 3}))
+        worker.model(tiny, "cpu")
+        assert torch.get_num_threads() == 3  # the config's threads win
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_lora_targets_only_the_language_model(cpu):
     from vlmsafety.errors import VlmSafetyError
 

@@ -88,13 +88,25 @@ class Worker:
         self._scorers: dict[str, ToxicityScorer] = {}
         self._text: OrderedDict[tuple, list[Generation]] = OrderedDict()
         self.features = FeatureCache(max_bytes=8 << 30, device=torch.device("cpu"))
+        self._torch_threads = torch.get_num_threads()  # torch's own default (one per core)
+        self._threads: int | None = None  # the config's `threads`; None = the model's cpu_threads or torch's
 
     def configure(self, cfg: DictConfig) -> None:
         fc = cfg.get("feature_cache") or {}
         self.features.max_bytes = int(float(fc.get("max_gb", 8)) * (1 << 30))
         self.features.device = torch.device(fc.get("device", "cpu"))
-        if cfg.get("threads"):
-            torch.set_num_threads(int(cfg.threads))
+        self._threads = int(cfg.threads) if cfg.get("threads") else None
+        if self._threads:
+            torch.set_num_threads(self._threads)
+
+    def _set_threads(self, spec: DictConfig, device: torch.device) -> None:
+        """torch's CPU threads for a job on `spec`: the config's `threads` when set; else, on the CPU, the
+        model's `cpu_threads` (the built-in tiny models: 1, whose decoding steps are too small to split
+        across threads: docs/PERFORMANCE.md); else torch's default."""
+        want = self._threads or (int(spec.cpu_threads) if device.type == "cpu" and spec.get("cpu_threads") else None)
+        want = want or self._torch_threads
+        if torch.get_num_threads() != want:
+            torch.set_num_threads(want)
 
     # --- models -----------------------------------------------------------------------------
     @staticmethod
@@ -105,6 +117,7 @@ class Worker:
     def model(self, spec: DictConfig, device: str = "auto") -> tuple[FamilyAdapter, bool]:
         """The adapter for `spec`, and whether this call loaded it (False = reused)."""
         key = self.model_key(spec) + f"|{device}"
+        self._set_threads(spec, resolve_device(device))
         cached = self._models.get(key)
         if cached is not None and not cached.modified:
             return cached, False
