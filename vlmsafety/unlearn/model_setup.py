@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import logging
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,7 +164,9 @@ def _lora(adapter: FamilyAdapter, cfg: Any, projector: list[str]) -> Trainable:
         r=int(cfg.get("r", 16)), lora_alpha=int(cfg.get("alpha", 32)), lora_dropout=float(cfg.get("dropout", 0.05)),
         target_modules=target, modules_to_save=projector or None, bias="none",
     )
-    peft_model = get_peft_model(adapter.model, config)
+    with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing (peft's to fix)
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+        peft_model = get_peft_model(adapter.model, config)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     return Trainable(adapter, peft_model, params, "lora")
 
