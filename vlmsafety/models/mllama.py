@@ -205,14 +205,9 @@ class MllamaAdapter(FamilyAdapter):
         layer: int,
         settings: GenerationSettings,
     ) -> list[Generation]:
-        has_image = any(img is not None for img in images)
-        inputs = self.processor(
-            text=list(prompts),
-            images=[[img] if img is not None else [] for img in images] if has_image else None,
-            padding=True, return_tensors="pt", add_special_tokens=self._needs_bos(prompts),
-        ).to(self.device)
+        inputs = self.model_inputs(prompts, images).to(self.device)
         kwargs = self._generate_kwargs(settings)
-        if not has_image:  # text-only batch: the LM skips its cross-attention layers
+        if "pixel_values" not in inputs:  # text-only batch: the LM skips its cross-attention layers
             sequences = self.model.generate(**inputs, **kwargs)
         else:
             entries = self._row_entries(inputs, encoded)
