@@ -24,11 +24,7 @@ from PIL import Image
 from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
-    MllamaConfig,
-    MllamaForConditionalGeneration,
     MllamaProcessor,
-    MllamaTextConfig,
-    MllamaVisionConfig,
 )
 from transformers.models.mllama.image_processing_pil_mllama import MllamaImageProcessorPil
 
@@ -131,25 +127,7 @@ def build_llamaguard3_vision(out_dir: Path) -> None:
     tokenizer = _llama3_tokenizer(template, [*LLAMA3_SPECIALS, IMAGE], _GUARD_CORPUS)
     eos_ids = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(EOT)]
     m = tiny_mllama
-    vision = MllamaVisionConfig(
-        hidden_size=m.VISION_HIDDEN, intermediate_size=64, num_hidden_layers=m.LOCAL_LAYERS, num_global_layers=2,
-        attention_heads=2, image_size=m.IMAGE_SIZE, patch_size=m.PATCH, max_num_tiles=m.MAX_TILES,
-        intermediate_layers_indices=m.INTERMEDIATE, vision_output_dim=m.VISION_HIDDEN * (1 + len(m.INTERMEDIATE)),
-        initializer_range=0.1,
-    )
-    text = MllamaTextConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, cross_attention_layers=[1, 3], max_position_embeddings=2048,
-        initializer_range=0.1, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=eos_ids,
-    )
-    config = MllamaConfig(vision_config=vision, text_config=text, image_token_index=tokenizer.image_token_id)
-    torch.manual_seed(SEED)
-    model = MllamaForConditionalGeneration(config).eval()
-    m._open_gates(model)  # random init leaves the image no effect on the LM
-
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = eos_ids
+    model = m.random_model(tokenizer, eos_ids, max_position_embeddings=2048, seed=SEED)
     image_processor = MllamaImageProcessorPil(
         size={"height": m.IMAGE_SIZE, "width": m.IMAGE_SIZE}, max_image_tiles=m.MAX_TILES
     )

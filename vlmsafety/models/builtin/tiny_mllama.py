@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -50,11 +51,9 @@ CHAT_TEMPLATE = (
 )
 
 
-@register_builtin("tiny_mllama", version="1")
-def build(out_dir: Path) -> None:
-    tok = train_bpe_tokenizer([], vocab_size=512, bos=BOS, eos=EOS, pad=PAD, extra_special=SPECIALS)
-    tokenizer = to_transformers(tok, bos=BOS, eos=EOS, pad=PAD, extra_special_tokens={"image_token": IMAGE})
-    eos_ids = [tokenizer.convert_tokens_to_ids(t) for t in (EOS, EOT)]
+def random_model(tokenizer: Any, eos_ids: list[int], max_position_embeddings: int, seed: int) -> MllamaForConditionalGeneration:
+    """The tiny Mllama architecture (also the Llama Guard 3 Vision stand-in's) over `tokenizer`, randomly
+    initialised from `seed`, cross-attention gates opened, pad and EOS ids in its generation config."""
     vision = MllamaVisionConfig(
         hidden_size=VISION_HIDDEN, intermediate_size=64, num_hidden_layers=LOCAL_LAYERS, num_global_layers=2,
         attention_heads=2, image_size=IMAGE_SIZE, patch_size=PATCH, max_num_tiles=MAX_TILES,
@@ -63,16 +62,25 @@ def build(out_dir: Path) -> None:
     )
     text = MllamaTextConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, cross_attention_layers=[1, 3], max_position_embeddings=512,
-        initializer_range=0.1, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=eos_ids,
+        num_attention_heads=4, num_key_value_heads=2, cross_attention_layers=[1, 3],
+        max_position_embeddings=max_position_embeddings, initializer_range=0.1, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=eos_ids,
     )
     config = MllamaConfig(vision_config=vision, text_config=text, image_token_index=tokenizer.image_token_id)
-    torch.manual_seed(SEED)
+    torch.manual_seed(seed)
     model = MllamaForConditionalGeneration(config).eval()
-    _open_gates(model)
+    _open_gates(model)  # random init leaves the image no effect on the LM
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = eos_ids
+    return model
+
+
+@register_builtin("tiny_mllama", version="1")
+def build(out_dir: Path) -> None:
+    tok = train_bpe_tokenizer([], vocab_size=512, bos=BOS, eos=EOS, pad=PAD, extra_special=SPECIALS)
+    tokenizer = to_transformers(tok, bos=BOS, eos=EOS, pad=PAD, extra_special_tokens={"image_token": IMAGE})
+    eos_ids = [tokenizer.convert_tokens_to_ids(t) for t in (EOS, EOT)]
+    model = random_model(tokenizer, eos_ids, max_position_embeddings=512, seed=SEED)
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     image_processor = MllamaImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, max_image_tiles=MAX_TILES)
     processor = MllamaProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
