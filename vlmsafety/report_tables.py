@@ -48,11 +48,11 @@ def summary_table(df: pd.DataFrame) -> Table:
         cells = keys(r) + [_fmt_int(r["n"])]
         cells += [_asr_cell(r, j) for j in judges]
         if show_degenerate:
-            cells.append(_fmt(r.get("degenerate_rate")))
+            cells.append(fmt(r.get("degenerate_rate")))
         if refusal:
-            cells.append(_fmt(r.get(refusal)))
+            cells.append(fmt(r.get(refusal)))
         if tox:
-            cells.append(_fmt(r.get(tox)))
+            cells.append(fmt(r.get(tox)))
         if show_status:
             cells.append(str(r["status"]))  # errors are listed in full under the tables
         table.add_row(*cells)
@@ -95,7 +95,7 @@ def reference_table(df: pd.DataFrame) -> Table | None:
     for header, _ in cols:
         table.add_column(header, justify="right", min_width=_widest(header))
     for _, r in df.iterrows():
-        table.add_row(*keys(r), *[_fmt(r.get(c)) for _, c in cols])
+        table.add_row(*keys(r), *[fmt(r.get(c)) for _, c in cols])
     who = scored[0] if len(scored) == 1 else "a judge"
     table.caption = (
         f"per category: {ref}'s ASR (harmful parts) or accuracy (benign parts); degen. = share of harmful "
@@ -118,8 +118,8 @@ def agreement_table(df: pd.DataFrame) -> Table | None:
         agree = pd.to_numeric(df[f"agreement_{pair}"], errors="coerce").dropna()
         table.add_row(
             pair.replace("_vs_", " / "),
-            _fmt(agree.mean() if len(agree) else None),
-            _fmt(kappa.mean() if len(kappa) else None),
+            fmt(agree.mean() if len(agree) else None),
+            fmt(kappa.mean() if len(kappa) else None),
             f"{kappa.min():.2f}–{kappa.max():.2f}" if len(kappa) else "—",
             f"{len(kappa)}/{len(df)}",
         )
@@ -156,12 +156,17 @@ def _key_columns(df: pd.DataFrame, table: Table) -> Any:
     table.add_column("layer", justify="right", no_wrap=True)
 
     def cells(r: pd.Series) -> list[str]:
-        layer = "" if pd.isna(r["layer"]) else str(int(r["layer"]))
-        if layer and not pd.isna(r.get("default_layer")) and r["default_layer"] == r["layer"]:
-            layer += "*"
-        return [str(r[c]) for c in varying] + [layer]
+        return [str(r[c]) for c in varying] + [layer_cell(r)]
 
     return cells
+
+
+def layer_cell(r: pd.Series) -> str:
+    """The row's layer, starred when it is the model's trained default ("" when the row has none)."""
+    layer = "" if pd.isna(r["layer"]) else str(int(r["layer"]))
+    if layer and not pd.isna(r.get("default_layer")) and r["default_layer"] == r["layer"]:
+        layer += "*"
+    return layer
 
 
 def _asr_cell(r: pd.Series, j: str) -> str:
@@ -181,8 +186,9 @@ def _all_benign(df: pd.DataFrame, category: str) -> bool:
     return col in df and bool((df[col].fillna(0) == 0).all())
 
 
-def _fmt(v: Any) -> str:
-    return "—" if v is None or pd.isna(v) else f"{v:.2f}"
+def fmt(v: Any, spec: str = ".2f") -> str:
+    """A number as the tables print it; "—" for a missing one."""
+    return "—" if v is None or pd.isna(v) else format(v, spec)
 
 
 def _fmt_int(v: Any) -> str:

@@ -16,7 +16,7 @@ import pandas as pd
 from rich.table import Table
 
 from vlmsafety.records import METRICS, read_json
-from vlmsafety.report_tables import compact_table
+from vlmsafety.report_tables import compact_table, fmt, layer_cell
 from vlmsafety.unlearn.results import job_results
 
 UNLEARN_CSV = "unlearn_summary.csv"
@@ -144,7 +144,7 @@ def _keys(df: pd.DataFrame, table: Table) -> Any:
     def cells(r: pd.Series) -> list[str]:
         out = [str(r["unlearn"]), str(r["attack"]), str(r["part"])]
         if show_layer:
-            out.append(str(int(r["layer"])) + ("*" if r.get("default_layer") == r["layer"] else ""))
+            out.append(layer_cell(r))
         return out
 
     return cells
@@ -190,9 +190,7 @@ def cost_table(df: pd.DataFrame) -> Table:
 
 
 def _arrow(r: pd.Series, key: str, spec: str = ".2f") -> str:
-    b, a = r.get(f"{key}_before"), r.get(f"{key}_after")
-    fmt = lambda v: "—" if v is None or pd.isna(v) else format(v, spec)  # noqa: E731
-    return f"{fmt(b)}→{fmt(a)}"
+    return f"{fmt(r.get(f'{key}_before'), spec)}→{fmt(r.get(f'{key}_after'), spec)}"
 
 
 def _times(v: Any) -> str:
