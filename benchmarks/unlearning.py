@@ -19,12 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from vlmsafety.tasks.unlearn import build_method, trained_in_place
 from vlmsafety.unlearn.cost import estimate_flops, model_sizes
 from vlmsafety.unlearn.data import build_data
-from vlmsafety.unlearn.methods import get_method
-from vlmsafety.unlearn.model_setup import setup
 from vlmsafety.unlearn.trainer import TRAIN_LOG, train
 from vlmsafety.worker import get_worker
 
@@ -61,20 +60,15 @@ def _one_run(cfg: DictConfig, recipe: str, steps: int) -> UnlearnRun:
     worker = get_worker()
     worker.configure(cfg)
     adapter, _ = worker.model(cfg.model, cfg.device)
-    method = get_method(str(u.method))(**(OmegaConf.to_container(u.loss, resolve=True) if u.get("loss") else {}))
+    method = build_method(u)
     data = build_data(u.data, seed=int(cfg.seed))
     sizes = model_sizes(adapter, 0)
-    adapter.modified = True
-    trainable = setup(adapter, u.train, method.needs_reference)
-    try:
-        with tempfile.TemporaryDirectory(prefix="vlmsafety-bench-unlearn-") as tmp:
-            result = train(trainable, method, data, u.train, Path(tmp), lambda spec: worker.image(spec)[0], int(cfg.seed))
-            rows = [json.loads(line) for line in (Path(tmp) / TRAIN_LOG).read_text().splitlines()]
-    finally:
-        if trainable.restore():
-            adapter.modified = False
-        else:
-            worker.release_model(adapter.cache_key)
+    with (
+        trained_in_place(worker, adapter, u.train, method) as trainable,
+        tempfile.TemporaryDirectory(prefix="vlmsafety-bench-unlearn-") as tmp,
+    ):
+        result = train(trainable, method, data, u.train, Path(tmp), lambda spec: worker.image(spec)[0], int(cfg.seed))
+        rows = [json.loads(line) for line in (Path(tmp) / TRAIN_LOG).read_text().splitlines()]
     timed = rows[1:]  # step 1 is the warm-up
     seconds = [b["elapsed_s"] - a["elapsed_s"] for a, b in zip(rows, timed, strict=False)]
     meter, n = result.meter, result.steps

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from vlmsafety.tasks import register_task
 from vlmsafety.tasks.eval import evaluate, timed
 from vlmsafety.unlearn.cost import cost_summary, model_sizes
 from vlmsafety.unlearn.data import build_data
-from vlmsafety.unlearn.methods import get_method
+from vlmsafety.unlearn.methods import UnlearnMethod, get_method
 from vlmsafety.unlearn.model_setup import Trainable, setup
 from vlmsafety.unlearn.results import eval_dir, job_results
 from vlmsafety.unlearn.trainer import train
@@ -49,12 +51,7 @@ def run_unlearn(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     started = time.perf_counter()
 
     # everything that reads files or configs first: a bad path should not cost a model load
-    method_cls = get_method(str(u.method))
-    options = OmegaConf.to_container(u.loss, resolve=True) if u.get("loss") else {}
-    check_options(f"unlearn.loss (method {u.method})", method_cls, options)
-    method = method_cls(**options)
-    if method.needs_images and str(u.data.get("image", "none")) == "none":
-        raise VlmSafetyError(f"unlearn.method={u.method} trains with images; set unlearn.data.image to figstep, benign or dataset")
+    method = build_method(u)
     data = build_data(u.data, seed=int(cfg.seed))
     attacks = [(a, load_attack_set(a, limit=cfg.limit, seed=cfg.seed)) for a in eval_attacks(cfg)]
     log.info(
@@ -73,10 +70,7 @@ def run_unlearn(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             run_evals("before")
 
     sizes = model_sizes(adapter, 0)  # before adapters are added
-    trainable: Trainable | None = None
-    adapter.modified = True  # until restore() proves otherwise, no later job may get this model
-    try:
-        trainable = setup(adapter, u.train, method.needs_reference)
+    with trained_in_place(worker, adapter, u.train, method) as trainable:
         with timed(timings, "train"):
             result = train(trainable, method, data, u.train, out_dir, lambda spec: worker.image(spec)[0], int(cfg.seed))
         trainable.model.eval()
@@ -85,13 +79,6 @@ def run_unlearn(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         if u.train.get("merge"):
             with timed(timings, "save_merged"):
                 result.saved.append(str(trainable.save_merged(out_dir)))
-    finally:
-        clean = trainable.restore() if trainable is not None else False
-        if clean:
-            adapter.modified = False
-        else:
-            worker.release_model(adapter.cache_key)
-            log.info("the trained weights cannot be undone in place: the next job reloads %s", cfg.model.name)
 
     timings["total"] = time.perf_counter() - started
     on_gpu = adapter.device.type == "cuda"
@@ -131,6 +118,34 @@ def run_unlearn(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     write_json_atomic(out_dir / METRICS, metrics)
     _log_results(metrics)
     return metrics
+
+
+def build_method(u: DictConfig) -> UnlearnMethod:
+    """The recipe's method with its `unlearn.loss` options (checked by name), and its image requirement checked."""
+    method_cls = get_method(str(u.method))
+    options = OmegaConf.to_container(u.loss, resolve=True) if u.get("loss") else {}
+    check_options(f"unlearn.loss (method {u.method})", method_cls, options)
+    method = method_cls(**options)
+    if method.needs_images and str(u.data.get("image", "none")) == "none":
+        raise VlmSafetyError(f"unlearn.method={u.method} trains with images; set unlearn.data.image to figstep, benign or dataset")
+    return method
+
+
+@contextmanager
+def trained_in_place(worker: Worker, adapter: FamilyAdapter, train_cfg: DictConfig, method: UnlearnMethod) -> Iterator[Trainable]:
+    """Set `adapter`'s model up for training; on leaving, put the base model back exactly (adapters
+    unloaded) or, where that cannot be done, drop it from the worker so the next job reloads it clean."""
+    trainable: Trainable | None = None
+    adapter.modified = True  # until restore() proves otherwise, no later job may get this model
+    try:
+        trainable = setup(adapter, train_cfg, method.needs_reference)
+        yield trainable
+    finally:
+        if trainable is not None and trainable.restore():
+            adapter.modified = False
+        else:
+            worker.release_model(adapter.cache_key)
+            log.info("the trained weights cannot be undone in place: the next job reloads %s", adapter.name)
 
 
 def _eval_runner(
