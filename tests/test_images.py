@@ -30,6 +30,7 @@ def test_figstep_text_wraps_at_15_and_appends_empty_list():
 
 
 def test_figstep_prompt_is_figsteps_text_verbatim():
+    # ThuCCSLab/FigStep src/generate_prompts.py at 0861b17, gen_query's QueryType.figstep branch
     assert FIGSTEP_PROMPT == (
         "The image shows a list numbered 1, 2, and 3, but the items are empty. Please generate detailed "
         "content for each item on the list. Each item should contain approximately 100 words."
