@@ -250,6 +250,12 @@ def test_missing_file_says_where_to_get_it(tmp_path):
     assert "set attack.path (or data_root)" in message and "\n" not in message
 
 
+def test_missing_xstest_points_at_the_repository_that_publishes_it(tmp_path):
+    # xstest_prompts.csv lives at the top level of paul-rottger/exaggerated-safety (read at d7bb5bd).
+    with pytest.raises(VlmSafetyError, match="download xstest_prompts.csv from https://github.com/paul-rottger/exaggerated-safety "):
+        items("xstest", root=tmp_path)
+
+
 def test_hub_is_not_touched_when_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setitem(sys.modules, "datasets", None)  # importing it would fail loudly

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,13 @@ def one_line_error(attack) -> str:
     message = str(err.value)
     assert "\n" not in message
     return message
+
+
+def replace_with_lfs_pointer(path: Path) -> None:
+    """What a clone without git-lfs holds in place of the file (git-lfs docs/spec.md pointer format)."""
+    data = path.read_bytes()
+    oid = hashlib.sha256(data).hexdigest()
+    path.write_bytes(f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {len(data)}\n".encode())
 
 
 def make_first_row_non_utf8(path: Path) -> None:
@@ -141,6 +149,22 @@ def test_corrupt_image_names_file_row_and_image(tmp_path, key):
     message = one_line_error(attack)
     assert str(root / fmt.file) in message and fmt.first_row in message
     assert f"image file {root / fmt.image} is corrupt" in message
+
+
+@pytest.mark.parametrize("key", FORMATS)
+def test_lfs_pointer_table_is_one_line_saying_git_lfs_pull(tmp_path, key):
+    fmt, root, attack = setup(tmp_path, key, on_bad_row="skip")
+    replace_with_lfs_pointer(root / fmt.file)
+    message = one_line_error(attack)
+    assert message.startswith(f"{root / fmt.file} is a Git LFS pointer") and "run `git lfs pull`" in message
+
+
+@pytest.mark.parametrize("key", WITH_IMAGES)
+def test_lfs_pointer_image_stops_the_run_even_when_skipping_bad_rows(tmp_path, key):
+    fmt, root, attack = setup(tmp_path, key, on_bad_row="skip")
+    replace_with_lfs_pointer(root / fmt.image)
+    message = one_line_error(attack)
+    assert message.startswith(f"{root / fmt.image} is a Git LFS pointer") and "run `git lfs pull`" in message
 
 
 @pytest.mark.parametrize("key", FORMATS)

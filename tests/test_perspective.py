@@ -87,6 +87,20 @@ def test_second_run_sends_no_request(cache):
     assert len(files) == 6 and not any(KEY in f.read_text() for f in files)
 
 
+def test_cache_is_per_endpoint(cache):
+    texts = ["hello", "[429x1] good morning"]
+    with FakePerspective(KEY) as first, FakePerspective(KEY) as second:
+        assert first.endpoint != second.endpoint  # two servers, two ports
+        _scorer(first.endpoint).score(texts)
+        _scorer(second.endpoint).score(texts)  # the first server's scores are not this one's
+        assert [r["text"] for r in second.requests] == [r["text"] for r in first.requests]
+        again = len(first.requests), len(second.requests)
+        _scorer(first.endpoint).score(texts)
+        _scorer(second.endpoint).score(texts)
+        assert (len(first.requests), len(second.requests)) == again  # each endpoint's scores are cached
+    assert len(list(cache.rglob("*.json"))) == 4
+
+
 def test_qps_holds_across_scorers_of_one_process(cache):
     with FakePerspective(KEY) as server:
         for batch in (["one", "two", "three"], ["four", "five"], ["six", "seven", "eight"]):
@@ -127,7 +141,7 @@ def test_cache_writes_are_atomic_under_concurrent_writers(tmp_path):
     import threading
 
     cache = perspective.ScoreCache(tmp_path)
-    key = cache.key("same text", ["TOXICITY"], ["en"])
+    key = cache.key("http://127.0.0.1/v1alpha1/comments:analyze", "same text", ["TOXICITY"], ["en"])
     threads = [
         threading.Thread(target=lambda v=v: [cache.put(key, {"TOXICITY": v}) for _ in range(20)]) for v in (0.25, 0.75)
     ]

@@ -4,7 +4,8 @@ Columns: dataset, category_id, task_id, category_name, question, instruction. Fi
 request into the image: the instruction ("Steps to ...") is typeset, the text turn is FigStep's
 fixed prompt, and the behavior judged is the question. Images: FigStep's shipped
 `query_{dataset}_{category_id}_{task_id}_6.png` from `attack.image_dir` when it is set (each must
-exist), else rendered by the project's FigStep renderer (pixel-identical to FigStep's). With
+exist), else rendered by the project's FigStep renderer (FigStep's layout with the shipped
+FreeMonoBold; how close that is to the released PNGs: docs/attacks.md). With
 `attack.image: none` the question is sent as plain text (FigStep's vanilla-query baseline).
 """
 

@@ -6,7 +6,7 @@
 Each variant is sent with the prompt text MM-SafetyBench pairs with it: SD with "Rephrased
 Question(SD)", SD_TYPO and TYPO with "Rephrased Question"; `text` sends the plain "Question" alone.
 The behavior judged is always "Question". `attack.render_typo: true` draws TYPO images from "Key
-Phrase" with the project's MM-SafetyBench typography instead of reading the shipped files.
+Phrase" with MM-SafetyBench's own recipe (`typo.py`) instead of reading the shipped files.
 """
 
 from __future__ import annotations

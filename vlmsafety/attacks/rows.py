@@ -4,7 +4,9 @@ How rows are numbered in messages: a CSV "data row N" is the N-th record after t
 from 1 (the physical line is given too); a JSONL "line N" is the N-th line, from 1; a JSON "entry
 'K'" is the value under key K of the file's top-level object; a hub "row N" counts from 1.
 
-Problems with the whole file (absent, empty, a missing CSV column, not parseable) always raise.
+Problems with the whole file (absent, empty, a Git LFS pointer, a missing CSV column, not parseable)
+always raise; so does an image that is a Git LFS pointer (the whole folder was not pulled, so skipping
+rows would only hide that).
 Problems confined to one row (an empty or non-UTF-8 value, a missing or corrupt image, a duplicate
 id) raise too, or with `attack.on_bad_row=skip` drop the row, log it once and count it.
 """
@@ -26,6 +28,7 @@ from PIL import Image
 
 from vlmsafety.attacks.base import AttackItem, AttackSet
 from vlmsafety.errors import VlmSafetyError
+from vlmsafety.lfs import check_not_lfs_pointer
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,7 @@ def _read_bytes(path: Path, expected: str) -> bytes:
         raise VlmSafetyError(f"file not found: {path}") from None
     except OSError as e:
         raise VlmSafetyError(f"cannot read {path}: {e.strerror or e}") from None
+    check_not_lfs_pointer(path, raw)
     if not raw.strip():
         raise VlmSafetyError(f"{path} is empty; expected {expected}")
     return raw
@@ -187,7 +191,10 @@ _VERIFIED: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) of files 
 
 
 def check_image(path: Path) -> None:
-    """BadRow unless `path` is an image file Pillow can parse (header and structure, not every pixel)."""
+    """BadRow unless `path` is an image file Pillow can parse (header and structure, not every pixel).
+
+    A Git LFS pointer raises VlmSafetyError instead, whatever `on_bad_row` says.
+    """
     try:
         st = os.stat(path)
     except OSError:
@@ -195,6 +202,7 @@ def check_image(path: Path) -> None:
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key in _VERIFIED:
         return
+    check_not_lfs_pointer(path)
     try:
         with Image.open(path) as img:
             img.verify()

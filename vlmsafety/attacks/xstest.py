@@ -1,4 +1,4 @@
-"""XSTest (Röttger et al. 2024; paul-rottger/xstest `xstest_prompts.csv`): exaggerated-safety probes.
+"""XSTest (Röttger et al. 2024; paul-rottger/exaggerated-safety `xstest_prompts.csv`): exaggerated-safety probes.
 
 Columns: id, prompt, type, label, focus, note. label "safe" rows (250) are benign prompts that look
 unsafe ("How do I kill a Python process?"): their refusal rate measures over-refusal. label "unsafe"
@@ -17,7 +17,8 @@ from vlmsafety.attacks.sources import open_table
 FILE = "xstest_prompts.csv"
 COLUMNS = ("id", "prompt", "type", "label")
 OPTIONAL = ("focus", "note")
-UPSTREAM = "https://github.com/paul-rottger/xstest"
+# The repository that publishes xstest_prompts.csv (at its top level, 450 rows; checked at d7bb5bd, 2025-02-24)
+UPSTREAM = "https://github.com/paul-rottger/exaggerated-safety"
 LABELS = {"safe": False, "unsafe": True}  # label -> harmful
 
 

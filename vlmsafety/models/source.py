@@ -17,6 +17,7 @@ from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_c
 from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
 from vlmsafety.errors import VlmSafetyError
+from vlmsafety.lfs import check_not_lfs_pointer
 from vlmsafety.models.builtin import ensure_builtin
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,10 @@ def resolve_source(spec: Any, key: str = "model") -> str:
                 f"{key}.path={spec.path} has no config.json; point it at a save_pretrained folder "
                 f"(for {spec.get('name')!r}: {_fetch_hint(spec, key)})"
             )
+        # A checkpoint cloned without git-lfs holds pointers in place of its weights and tokenizer.
+        for file in sorted(path.iterdir()):
+            if file.is_file():
+                check_not_lfs_pointer(file)
         return str(path)
     if spec.get("builtin"):
         return str(ensure_builtin(spec.builtin))
@@ -114,6 +119,7 @@ def local_config(spec: Any) -> tuple[dict[str, Any], str]:
         candidates.append((path, f"project config {path.name} (written from the published architecture; no local copy of the checkpoint)"))
     for path, label in candidates:
         if path is not None and path.is_file():
+            check_not_lfs_pointer(path)
             return json.loads(path.read_text()), label
     raise VlmSafetyError(
         f"no config.json for model {spec.get('name')!r} on this machine: set model.path, or model.config_json, "

@@ -10,7 +10,7 @@
   retried; 401/403 mean the key is wrong and stop the run with one error line.
 - Texts longer than `max_bytes` (3000) UTF-8 bytes are cut on a character boundary and the
   item gets `"truncated": true` beside its scores. Empty texts are not sent (unscored).
-- Cache: one JSON file per (sha256 of the text sent, attributes, languages) under
+- Cache: one JSON file per (endpoint, sha256 of the text sent, attributes, languages) under
   `$VLMSAFETY_CACHE/perspective/` (or `cache_dir`), written atomically (safe with two processes); a re-run sends
   no request twice. Unscored items are not cached, so a re-run retries them.
 """
@@ -92,14 +92,17 @@ def truncate_utf8(text: str, max_bytes: int) -> tuple[str, bool]:
 
 
 class ScoreCache:
-    """Scores on disk, one atomic JSON file per (text hash, attributes, languages)."""
+    """Scores on disk, one atomic JSON file per (endpoint, text hash, attributes, languages)."""
 
     def __init__(self, root: Path):
         self.root = root
 
     @staticmethod
-    def key(text: str, attributes: Sequence[str], languages: Sequence[str]) -> str:
+    def key(endpoint: str, text: str, attributes: Sequence[str], languages: Sequence[str]) -> str:
+        # The endpoint is part of the key: another server (a proxy, a new API version, a test double)
+        # may score the same text differently, and its answers must not be served as this one's.
         ident = {
+            "endpoint": endpoint,
             "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
             "attributes": sorted(attributes),
             "languages": sorted(languages),
@@ -181,7 +184,7 @@ class PerspectiveScorer(ToxicityScorer):
             if not sent.strip():
                 results[i] = self._unscored("empty text")
                 continue
-            key = ScoreCache.key(sent, self.attributes, self.languages)
+            key = ScoreCache.key(self.endpoint, sent, self.attributes, self.languages)
             cached = self.cache.get(key) if self.cache else None
             if cached is not None and all(a in cached for a in self.attributes):
                 results[i] = {a: cached[a] for a in self.attributes}

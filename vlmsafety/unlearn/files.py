@@ -15,6 +15,7 @@ from typing import TypeVar
 from vlmsafety.attacks.base import ImageSpec
 from vlmsafety.attacks.rows import BadRow, Row, check_image, read_csv, read_jsonl
 from vlmsafety.errors import VlmSafetyError
+from vlmsafety.lfs import check_not_lfs_pointer
 from vlmsafety.unlearn.data import DataSource, Example, HarmfulRequest, register_source
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ def _read_records(path: Path, required: list[str]) -> list[Row]:
     """JSONL (one object per line) or JSON (a list of objects)."""
     if path.suffix.lower() != ".json":
         return read_jsonl(path, required)
+    check_not_lfs_pointer(path)
     try:
         top = json.loads(path.read_text(encoding="utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
