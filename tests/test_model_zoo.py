@@ -108,7 +108,7 @@ def test_inspect_works_offline_from_the_shipped_config(tmp_path):
     p = run_cli("model=llama32_11b_vision", "task=inspect", tmp=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "project config llama32_11b_vision.json" in p.stderr
-    assert "S[min(i+1, L)]" in p.stderr  # the Mllama slot rule, printed as text (not eaten as markup)
+    assert "S[min(i, L)]" in p.stderr  # the Mllama slot rule, printed as text (not eaten as markup)
     facts = json.loads((tmp_path / "run" / "inspect.json").read_text())
     assert (facts["vision_layers"], facts["default_layer"], facts["vision_width"]) == (32, 32, 1280)
     assert facts["params"] == pytest.approx(10.7e9, rel=0.01)
