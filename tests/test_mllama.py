@@ -7,8 +7,10 @@ own modules, with the local encoder replaced by a loop over the same blocks that
 inputs; transformers 5.x's own forward fills slot i one block deeper, and a test documents that.
 """
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import hf_reference as hf
@@ -18,6 +20,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from transformers.modeling_outputs import BaseModelOutput
 
+from vlmsafety.errors import VlmSafetyError
 from vlmsafety.models.base import GenerationSettings
 
 SETTINGS = GenerationSettings(max_new_tokens=8)
@@ -96,11 +99,79 @@ def _mixed_batch(adapter, images, encoded):
     return prompts, per_prompt, entries
 
 
+# What Llama-3.2-11B-Vision-Instruct's chat template renders for one user turn "hi" plus the
+# generation prompt, written out by hand from the template's text (copy read: maiqingqiang/Jinja,
+# Tests/JinjaTests/ChatTemplateTests.swift, `llama3_2visionChatTemplate`; the hub file itself is not
+# readable here): without an image, a system turn with the knowledge cutoff and "Today Date: " +
+# date_string; with one, no system turn.
+OFFICIAL_TEXT_ONLY = (
+    "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+    "Cutting Knowledge Date: December 2023\nToday Date: {date}\n\n<|eot_id|>"
+    "<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+)
+OFFICIAL_WITH_IMAGE = (
+    "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n<|image|>hi<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n"
+)
+
+
 def test_architecture_facts_match_the_yaml(tiny_mllama):
     spec = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "model" / "tiny_mllama.yaml")
     assert (tiny_mllama.num_layers, tiny_mllama.default_layer) == (spec.vision_layers, spec.default_layer) == (8, 8)
-    rendered = tiny_mllama.render("hi", True)
-    assert rendered.startswith("<|begin_of_text|>") and "<|image|>hi<|eot_id|>" in rendered
+    assert spec.chat_date == "26 Jul 2024"
+
+
+def _frozen_clock(day: datetime) -> type:
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return day
+
+    return Frozen
+
+
+def test_text_only_prompt_is_the_same_on_two_different_days(tiny_mllama, monkeypatch):
+    """The template's own date logic reads the clock; the rendered prompt must not (date_string is pinned)."""
+    from transformers.utils import chat_template_utils  # where transformers defines strftime_now
+
+    unpinned, rendered = [], []
+    for day in (datetime(2026, 12, 1), datetime(2027, 3, 15)):
+        monkeypatch.setattr(chat_template_utils, "datetime", _frozen_clock(day))
+        conversation = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+        unpinned.append(tiny_mllama.processor.apply_chat_template(conversation, add_generation_prompt=True))
+        rendered.append(tiny_mllama.render("hi", False))
+    # the tiny template carries the official date logic: left alone, it prints the frozen day
+    assert unpinned == [OFFICIAL_TEXT_ONLY.format(date="01 Dec 2026"), OFFICIAL_TEXT_ONLY.format(date="15 Mar 2027")]
+    assert rendered == [OFFICIAL_TEXT_ONLY.format(date="26 Jul 2024")] * 2
+    assert tiny_mllama.render("hi", True) == OFFICIAL_WITH_IMAGE  # no date beside an image
+
+
+def test_chat_date_comes_from_the_config_and_a_bad_one_is_one_line(tiny_mllama, monkeypatch):
+    from vlmsafety.models.loading import chat_date
+
+    assert chat_date(OmegaConf.create({"chat_date": "03 Feb 2025"})) == "03 Feb 2025"
+    assert chat_date(OmegaConf.create({})) == "26 Jul 2024"
+    with pytest.raises(VlmSafetyError, match=r"model.chat_date='2025-02-03' is not a date .* like '26 Jul 2024'"):
+        chat_date(OmegaConf.create({"chat_date": "2025-02-03"}))
+    monkeypatch.setattr(tiny_mllama, "chat_date", "03 Feb 2025")
+    assert tiny_mllama.render("hi", False) == OFFICIAL_TEXT_ONLY.format(date="03 Feb 2025")
+    answer = tiny_mllama.render_answer("hi", False, "ok")
+    assert answer == "ok<|eot_id|>"  # the answer turn continues the pinned prompt
+
+
+def test_metrics_record_the_chat_date(tmp_path, cpu):
+    from conftest import REPO
+    from hydra import compose, initialize_config_dir
+
+    from vlmsafety.tasks.eval import run_job
+
+    overrides = ["model=tiny_mllama", "attack=builtin_text", "limit=2", "max_new_tokens=2", "toxicity=none",
+                 "judge=[keyword]", "model.chat_date=02 Jan 2025"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        run_job(compose(config_name="config", overrides=overrides), tmp_path)
+    assert json.loads((tmp_path / "metrics.json").read_text())["chat_date"] == "02 Jan 2025"
+    rows = [json.loads(line) for line in (tmp_path / "generations.jsonl").open()]
+    assert len(rows) == 2 and all("\nToday Date: 02 Jan 2025\n" in r["prompt"] for r in rows)
 
 
 def test_local_states_are_the_inputs_of_transformers_blocks(tiny_mllama, encoded, vision_inputs):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from transformers import AutoConfig
 from transformers.utils import logging as hf_logging
 
 from vlmsafety.errors import VlmSafetyError
-from vlmsafety.models.base import FamilyAdapter, get_family
+from vlmsafety.models.base import CHAT_DATE_FORMAT, DEFAULT_CHAT_DATE, FamilyAdapter, get_family
 from vlmsafety.models.facts import check_config
 from vlmsafety.models.source import missing_files_error, resolve_source
 
@@ -84,7 +85,24 @@ def load_adapter(spec: Any, device: torch.device) -> FamilyAdapter:
         "loaded %s from %s (%s, quant %s, %.2f GiB)", spec.get("name"), source, dtype, spec.get("quant", "none"),
         model.get_memory_footprint() / 2**30,
     )
-    return family(model, processor, name=spec.get("name", source))
+    adapter = family(model, processor, name=spec.get("name", source))
+    adapter.chat_date = chat_date(spec)
+    return adapter
+
+
+def chat_date(spec: Any) -> str:
+    """`model.chat_date`, checked: the date the chat template prints (Llama 3.x "Today Date: ..."), fixed per config."""
+    value = spec.get("chat_date")
+    if value is None:
+        return DEFAULT_CHAT_DATE
+    try:
+        datetime.strptime(str(value), CHAT_DATE_FORMAT)
+    except ValueError:
+        raise VlmSafetyError(
+            f"model.chat_date={value!r} is not a date in the chat template's format; write it like "
+            f"{DEFAULT_CHAT_DATE!r} (day, abbreviated English month, year)"
+        ) from None
+    return str(value)
 
 
 def attach_adapter(model: Any, path: str) -> None:
