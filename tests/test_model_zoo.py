@@ -133,3 +133,49 @@ def test_layer_out_of_range_is_refused_before_any_loading(tmp_path, monkeypatch)
         cfg = compose(config_name="config", overrides=["model=llava15_7b", "layer=40"])
     with pytest.raises(VlmSafetyError, match=r"layer 40 is out of range: llava15_7b has 24 vision blocks, so valid layers are 0\.\.24"):
         run_eval(cfg, tmp_path)
+
+
+# --- dtype: auto = the checkpoint's own ----------------------------------------------------------
+def test_auto_dtype_keeps_a_float16_checkpoint_in_float16_on_cuda_and_uses_float32_on_cpu(tmp_path, cpu):
+    """A tiny checkpoint saved in float16 (as the LLaVA releases are): `auto` resolves to float16 for CUDA.
+
+    CUDA is not here, so the resolution CUDA uses is called with a CUDA device; the CPU load runs for real.
+    """
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, LlavaForConditionalGeneration
+
+    from vlmsafety.models.builtin import ensure_builtin
+    from vlmsafety.models.loading import load_adapter, resolve_dtype
+
+    folder = tmp_path / "fp16"
+    shutil.copytree(ensure_builtin("tiny_llava"), folder)
+    model = LlavaForConditionalGeneration.from_pretrained(folder, dtype=torch.float16)
+    model.save_pretrained(folder)  # weights and config.json's dtype: float16
+    config = AutoConfig.from_pretrained(folder)
+    assert json.loads((folder / "config.json").read_text())["dtype"] == "float16"
+    assert resolve_dtype("auto", torch.device("cuda"), config) == torch.float16
+    assert resolve_dtype("auto", torch.device("cpu"), config) == torch.float32  # the documented CPU rule
+    assert resolve_dtype("bfloat16", torch.device("cuda"), config) == torch.bfloat16  # an explicit dtype wins
+    spec = OmegaConf.create({"name": "fp16", "family": "llava", "path": str(folder), "dtype": "auto"})
+    assert load_adapter(spec, cpu).model.dtype == torch.float32
+
+
+# dtype of each release's weights as its published config.json records it (top-level torch_dtype;
+# sources and revisions in vlmsafety/models/configs/README.md)
+PUBLISHED_DTYPE = {
+    "llava15_7b": "float16", "llava15_13b": "float16", "llava_next_mistral_7b": "float16",
+    "llama32_11b_vision": "bfloat16", "qwen25vl_7b": "bfloat16",
+}
+
+
+@pytest.mark.parametrize("name", list(REAL))
+def test_auto_dtype_of_every_zoo_model_is_its_release_dtype_on_cuda(name):
+    import torch
+
+    from vlmsafety.models.loading import resolve_dtype
+
+    config = parse_config(json.loads((CONFIGS_DIR / _spec(name).config_json).read_text()))
+    expected = {"float16": torch.float16, "bfloat16": torch.bfloat16}[PUBLISHED_DTYPE[name]]
+    assert resolve_dtype(str(_spec(name).dtype), torch.device("cuda"), config) == expected

@@ -1,6 +1,8 @@
 """Load a VLM from a hub id, a local path or a built-in recipe — always through `from_pretrained`.
 
-Devices: CUDA when present (bf16; `device_map="auto"` over every visible GPU), else CPU in float32.
+Devices: CUDA when present (`device_map="auto"` over every visible GPU), else CPU. dtype `auto` = on
+CUDA the checkpoint's own (config.json `dtype`, formerly `torch_dtype`: float16 for the LLaVA
+releases, bfloat16 for Llama 3.2 Vision and Qwen2.5-VL), on a CPU float32.
 Quantization: bitsandbytes NF4 / int8 for the LM, vision tower and projector kept unquantized.
 """
 
@@ -35,12 +37,25 @@ def resolve_device(preference: str = "auto") -> torch.device:
     return torch.device(preference)
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+def resolve_dtype(name: str, device: torch.device, config: Any = None) -> torch.dtype:
+    """`model.dtype` as a torch dtype. `auto`: on CUDA the checkpoint's own dtype (`config`'s), so the released
+    weights load as published (bfloat16 when `config` is None or records none); on a CPU float32, where
+    half-precision kernels are slow or missing."""
     if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        if device.type != "cuda":
+            return torch.float32
+        return checkpoint_dtype(config) or torch.bfloat16
     if name not in _DTYPES:
         raise VlmSafetyError(f"model.dtype={name!r} is not supported; use one of auto, {', '.join(_DTYPES)}")
     return _DTYPES[name]
+
+
+def checkpoint_dtype(config: Any) -> torch.dtype | None:
+    """The dtype a checkpoint's config.json records (`dtype`; transformers 5 reads the older `torch_dtype` into it)."""
+    value = getattr(config, "dtype", None) if config is not None else None
+    if isinstance(value, str):
+        value = _DTYPES.get(value.removeprefix("torch."))
+    return value if value in _DTYPES.values() else None
 
 
 def load_adapter(spec: Any, device: torch.device) -> FamilyAdapter:
@@ -51,12 +66,17 @@ def load_adapter(spec: Any, device: torch.device) -> FamilyAdapter:
     family = get_family(spec.family)
     hf_logging.disable_progress_bar()  # our own log line says what is loading
     source = resolve_source(spec)
-    dtype = resolve_dtype(spec.get("dtype", "auto"), device)
     common: dict[str, Any] = {"revision": spec.get("revision"), "trust_remote_code": False}
-    placement = _placement(spec, device, dtype, family)
     try:
         config = AutoConfig.from_pretrained(source, **common)
-        check_config(spec, family, config, where=f"the config.json of {source}")
+    except OSError as e:  # no config.json in the folder or the cache
+        raise missing_files_error(spec, source, e) from None
+    check_config(spec, family, config, where=f"the config.json of {source}")
+    dtype = resolve_dtype(str(spec.get("dtype", "auto")), device, config)
+    if spec.get("dtype", "auto") == "auto" and device.type == "cuda" and checkpoint_dtype(config) is None:
+        log.warning("%s: config.json records no dtype; dtype auto loads it in %s", spec.get("name"), dtype)
+    placement = _placement(spec, device, dtype, family)
+    try:
         processor = family.load_processor(source, **common)
         if spec.get("chat_template"):  # the YAML's override of the checkpoint's own template
             processor.chat_template = str(spec.chat_template)
