@@ -1,5 +1,6 @@
 """LLaVA early exit must be exactly what transformers computes for `vision_feature_layer=L`."""
 
+import hf_reference as hf
 import pytest
 import torch
 from PIL import Image
@@ -59,14 +60,14 @@ def test_generation_matches_hf_generate_token_for_token(tiny_llava, batch, layer
     settings = GenerationSettings(max_new_tokens=12)
     encoded = tiny_llava.encode_images(present)
     it = iter(encoded)
-    ours = tiny_llava.generate(prompts, per_prompt, [next(it) if im is not None else None for im in per_prompt], layer, settings)
-    with torch.no_grad():
-        ref = tiny_llava.model.generate(
-            **inputs, vision_feature_layer=layer, max_new_tokens=12, do_sample=False, temperature=None, top_p=None, top_k=None
-        )
-    expected = tiny_llava._decode(ref, inputs["input_ids"].shape[1])
-    assert [o.text for o in ours] == [e.text for e in expected]
-    assert [o.n_new_tokens for o in ours] == [e.n_new_tokens for e in expected]
+    entries = [next(it) if im is not None else None for im in per_prompt]
+    ref = hf.greedy(tiny_llava.model, inputs, 12, vision_feature_layer=layer)  # transformers alone
+    prompt_len = inputs["input_ids"].shape[1]
+    # one extra stop token that row 0 generates: that row ends early, the others run to the limit
+    with hf.stopping_on(tiny_llava.model, hf.a_generated_token(ref, prompt_len)) as stop:
+        ours = tiny_llava.generate(prompts, per_prompt, entries, layer, settings)
+    assert ours == hf.answers(ref, prompt_len, tiny_llava.processor.tokenizer, stop, 12)
+    assert ours[0].n_new_tokens < 12
 
 
 def test_layers_change_what_the_model_says(tiny_llava, batch):

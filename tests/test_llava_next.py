@@ -1,5 +1,6 @@
 """LLaVA-NeXT early exit: every anyres tile takes layer L; packing and generation are transformers' own."""
 
+import hf_reference as hf
 import pytest
 import torch
 from PIL import Image
@@ -72,21 +73,21 @@ def test_generation_is_hf_generate_token_for_token(tiny_llava_next, images, enco
     ]
     per_prompt = [images[0], None, images[1], images[2]]
     entries = [encoded[0], None, encoded[1], encoded[2]]
-    ours = tiny_llava_next.generate(prompts, per_prompt, entries, layer, SETTINGS)
     inputs = tiny_llava_next.processor(text=prompts, images=images, padding=True, return_tensors="pt")
-    kwargs = tiny_llava_next._generate_kwargs(SETTINGS)
-    with torch.no_grad():
-        if layer == 0:  # HF's layer-0 selection is buggy: feed it our features, its own generate does the rest
-            feats = [tiny_llava_next.image_features(e, 0) for e in encoded]
-            from transformers.modeling_outputs import BaseModelOutputWithPooling
+    model, n = tiny_llava_next.model, SETTINGS.max_new_tokens
+    if layer == 0:  # HF's layer-0 selection is buggy: feed it our features, its own generate does the rest
+        feats = [tiny_llava_next.image_features(e, 0) for e in encoded]
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-            ref = tiny_llava_next.model.generate(
-                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=feats)}, **kwargs,
-            )
-        else:
-            ref = tiny_llava_next.model.generate(**inputs, vision_feature_layer=layer, **kwargs)
-    assert ours == tiny_llava_next._decode(ref, inputs["input_ids"].shape[1])
+        text_only = {k: inputs[k] for k in ("input_ids", "attention_mask")}
+        ref = hf.greedy(model, text_only, n, mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=feats)})
+    else:
+        ref = hf.greedy(model, inputs, n, vision_feature_layer=layer)
+    prompt_len = inputs["input_ids"].shape[1]
+    with hf.stopping_on(model, hf.a_generated_token(ref, prompt_len)) as stop:  # row 0 ends early
+        ours = tiny_llava_next.generate(prompts, per_prompt, entries, layer, SETTINGS)
+    assert ours == hf.answers(ref, prompt_len, tiny_llava_next.processor.tokenizer, stop, n)
+    assert ours[0].n_new_tokens < n
     assert len({o.text for o in ours}) > 1
 
 

@@ -2,6 +2,7 @@
 
 from contextlib import contextmanager
 
+import hf_reference as hf
 import pytest
 import torch
 from PIL import Image
@@ -105,22 +106,24 @@ def test_generation_is_hf_generate_token_for_token(adapter, images, layer):
     prompts, per_prompt = _batch(adapter, images)
     encoded = adapter.encode_images(images)
     entries = [encoded[0], None, encoded[1], encoded[2]]
-    ours = adapter.generate(prompts, per_prompt, entries, layer, SETTINGS)
     inputs = adapter.processor(text=prompts, images=images, padding=True, return_tensors="pt")
-    with torch.no_grad(), cut_after(adapter.model.model.visual, layer):
-        ref = adapter.model.generate(**inputs, **adapter._generate_kwargs(SETTINGS))
-    assert ours == adapter._decode(ref, inputs["input_ids"].shape[1])
+    with cut_after(adapter.model.model.visual, layer):
+        ref = hf.greedy(adapter.model, inputs, SETTINGS.max_new_tokens)
+    prompt_len = inputs["input_ids"].shape[1]
+    with hf.stopping_on(adapter.model, hf.a_generated_token(ref, prompt_len)) as stop:  # row 0 ends early
+        ours = adapter.generate(prompts, per_prompt, entries, layer, SETTINGS)
+    assert ours == hf.answers(ref, prompt_len, adapter.processor.tokenizer, stop, SETTINGS.max_new_tokens)
+    assert ours[0].n_new_tokens < SETTINGS.max_new_tokens
     assert len({o.text for o in ours}) > 1
 
 
 def test_text_only_batch_is_plain_generate(adapter):
     prompts = [adapter.render("What is the capital of France?", False), adapter.render("Hi", False)]
     inputs = adapter.processor(text=prompts, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        ref = adapter.model.generate(**inputs, **adapter._generate_kwargs(SETTINGS))
-    assert adapter.generate(prompts, [None, None], [None, None], 0, SETTINGS) == adapter._decode(
-        ref, inputs["input_ids"].shape[1]
-    )
+    ref, prompt_len = hf.greedy(adapter.model, inputs, SETTINGS.max_new_tokens), inputs["input_ids"].shape[1]
+    with hf.stopping_on(adapter.model, hf.a_generated_token(ref, prompt_len)) as stop:
+        ours = adapter.generate(prompts, [None, None], [None, None], 0, SETTINGS)
+    assert ours == hf.answers(ref, prompt_len, adapter.processor.tokenizer, stop, SETTINGS.max_new_tokens)
 
 
 def test_vit_runs_once_per_image_across_layers(adapter, images):

@@ -111,7 +111,10 @@ class Worker:
     # --- models -----------------------------------------------------------------------------
     @staticmethod
     def model_key(spec: DictConfig) -> str:
-        fields = ("family", "path", "builtin", "id", "revision", "dtype", "quant", "quant_skip_modules", "chat_template", "adapter")
+        fields = (
+            "family", "path", "builtin", "id", "revision", "dtype", "quant", "quant_skip_modules", "chat_template",
+            "chat_date", "adapter",
+        )
         return json.dumps({k: _plain(spec.get(k)) for k in fields}, sort_keys=True)
 
     def model(self, spec: DictConfig, device: str = "auto") -> tuple[FamilyAdapter, bool]:

@@ -19,6 +19,13 @@ from vlmsafety.errors import VlmSafetyError
 from vlmsafety.models.facts import Architecture
 from vlmsafety.registry import Registry
 
+# The date the Llama 3.x chat templates print as "Today Date: " (`date_string`) when the config sets
+# none. Unpinned, those templates write strftime_now("%d %b %Y"), so the same config would render
+# different prompts on different days. This is the templates' own fallback for when strftime_now is
+# undefined (Llama-3.2-11B-Vision-Instruct's chat_template: `{%- set date_string = "26 Jul 2024" %}`).
+DEFAULT_CHAT_DATE = "26 Jul 2024"
+CHAT_DATE_FORMAT = "%d %b %Y"  # the templates' strftime_now format
+
 
 @dataclass(frozen=True)
 class GenerationSettings:
@@ -58,6 +65,7 @@ class FamilyAdapter(ABC):
         # True while a job changes the weights (unlearning) and after, unless it restored them exactly:
         # the worker then never hands this model to a later job but loads the checkpoint again
         self.modified = False
+        self.chat_date = DEFAULT_CHAT_DATE  # `date_string` for templates that read it (`model.chat_date`)
         tokenizer = getattr(processor, "tokenizer", processor)
         tokenizer.padding_side = "left"  # batched generation of decoder-only LMs needs left padding
 
@@ -102,7 +110,18 @@ class FamilyAdapter(ABC):
                 f"{self.name}: the processor has no chat template; set one in the checkpoint's "
                 "chat_template.jinja (or processor_config.json)"
             )
-        return self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+        return self.processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, **self.template_vars()
+        )
+
+    def template_vars(self) -> dict[str, str]:
+        """Extra variables for the chat template: `date_string` (the pinned `chat_date`) where the template reads it.
+
+        Only templates that mention `date_string` get it: transformers passes a variable that the
+        template does not read on to the processor, with a warning.
+        """
+        template = getattr(self.processor, "chat_template", None)
+        return {"date_string": self.chat_date} if "date_string" in str(template or "") else {}
 
     def render_answer(self, text: str, has_image: bool, answer: str) -> str:
         """What follows `render(text, has_image)` when the assistant answers `answer`, end-of-turn token included.
@@ -115,7 +134,7 @@ class FamilyAdapter(ABC):
         content: list[dict[str, Any]] = [{"type": "image"}] if has_image else []
         content.append({"type": "text", "text": text})
         messages = [{"role": "user", "content": content}, {"role": "assistant", "content": [{"type": "text", "text": answer}]}]
-        full = self.processor.apply_chat_template(messages).rstrip()
+        full = self.processor.apply_chat_template(messages, **self.template_vars()).rstrip()
         if not full.startswith(prompt):
             raise VlmSafetyError(
                 f"{self.name}: the chat template does not continue the generation prompt {prompt[-40:]!r} with the "

@@ -1,6 +1,8 @@
 """Load a VLM from a hub id, a local path or a built-in recipe — always through `from_pretrained`.
 
-Devices: CUDA when present (bf16; `device_map="auto"` over every visible GPU), else CPU in float32.
+Devices: CUDA when present (`device_map="auto"` over every visible GPU), else CPU. dtype `auto` = on
+CUDA the checkpoint's own (config.json `dtype`, formerly `torch_dtype`: float16 for the LLaVA
+releases, bfloat16 for Llama 3.2 Vision and Qwen2.5-VL), on a CPU float32.
 Quantization: bitsandbytes NF4 / int8 for the LM, vision tower and projector kept unquantized.
 """
 
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,7 @@ from transformers import AutoConfig
 from transformers.utils import logging as hf_logging
 
 from vlmsafety.errors import VlmSafetyError
-from vlmsafety.models.base import FamilyAdapter, get_family
+from vlmsafety.models.base import CHAT_DATE_FORMAT, DEFAULT_CHAT_DATE, FamilyAdapter, get_family
 from vlmsafety.models.facts import check_config
 from vlmsafety.models.source import missing_files_error, resolve_source
 
@@ -34,12 +37,25 @@ def resolve_device(preference: str = "auto") -> torch.device:
     return torch.device(preference)
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+def resolve_dtype(name: str, device: torch.device, config: Any = None) -> torch.dtype:
+    """`model.dtype` as a torch dtype. `auto`: on CUDA the checkpoint's own dtype (`config`'s), so the released
+    weights load as published (bfloat16 when `config` is None or records none); on a CPU float32, where
+    half-precision kernels are slow or missing."""
     if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        if device.type != "cuda":
+            return torch.float32
+        return checkpoint_dtype(config) or torch.bfloat16
     if name not in _DTYPES:
         raise VlmSafetyError(f"model.dtype={name!r} is not supported; use one of auto, {', '.join(_DTYPES)}")
     return _DTYPES[name]
+
+
+def checkpoint_dtype(config: Any) -> torch.dtype | None:
+    """The dtype a checkpoint's config.json records (`dtype`; transformers 5 reads the older `torch_dtype` into it)."""
+    value = getattr(config, "dtype", None) if config is not None else None
+    if isinstance(value, str):
+        value = _DTYPES.get(value.removeprefix("torch."))
+    return value if value in _DTYPES.values() else None
 
 
 def load_adapter(spec: Any, device: torch.device) -> FamilyAdapter:
@@ -50,12 +66,17 @@ def load_adapter(spec: Any, device: torch.device) -> FamilyAdapter:
     family = get_family(spec.family)
     hf_logging.disable_progress_bar()  # our own log line says what is loading
     source = resolve_source(spec)
-    dtype = resolve_dtype(spec.get("dtype", "auto"), device)
     common: dict[str, Any] = {"revision": spec.get("revision"), "trust_remote_code": False}
-    placement = _placement(spec, device, dtype, family)
     try:
         config = AutoConfig.from_pretrained(source, **common)
-        check_config(spec, family, config, where=f"the config.json of {source}")
+    except OSError as e:  # no config.json in the folder or the cache
+        raise missing_files_error(spec, source, e) from None
+    check_config(spec, family, config, where=f"the config.json of {source}")
+    dtype = resolve_dtype(str(spec.get("dtype", "auto")), device, config)
+    if spec.get("dtype", "auto") == "auto" and device.type == "cuda" and checkpoint_dtype(config) is None:
+        log.warning("%s: config.json records no dtype; dtype auto loads it in %s", spec.get("name"), dtype)
+    placement = _placement(spec, device, dtype, family)
+    try:
         processor = family.load_processor(source, **common)
         if spec.get("chat_template"):  # the YAML's override of the checkpoint's own template
             processor.chat_template = str(spec.chat_template)
@@ -84,7 +105,24 @@ def load_adapter(spec: Any, device: torch.device) -> FamilyAdapter:
         "loaded %s from %s (%s, quant %s, %.2f GiB)", spec.get("name"), source, dtype, spec.get("quant", "none"),
         model.get_memory_footprint() / 2**30,
     )
-    return family(model, processor, name=spec.get("name", source))
+    adapter = family(model, processor, name=spec.get("name", source))
+    adapter.chat_date = chat_date(spec)
+    return adapter
+
+
+def chat_date(spec: Any) -> str:
+    """`model.chat_date`, checked: the date the chat template prints (Llama 3.x "Today Date: ..."), fixed per config."""
+    value = spec.get("chat_date")
+    if value is None:
+        return DEFAULT_CHAT_DATE
+    try:
+        datetime.strptime(str(value), CHAT_DATE_FORMAT)
+    except ValueError:
+        raise VlmSafetyError(
+            f"model.chat_date={value!r} is not a date in the chat template's format; write it like "
+            f"{DEFAULT_CHAT_DATE!r} (day, abbreviated English month, year)"
+        ) from None
+    return str(value)
 
 
 def attach_adapter(model: Any, path: str) -> None:

@@ -4,8 +4,14 @@ The local encoder has N blocks (32 in the real model). Let S[k] be the local sta
 (S[0] = the input of block 1, after `layernorm_pre` and patch padding). Early exit at `layer` L runs
 local blocks 1..L, then `layernorm_post`, the post-tile positional embedding and the global blocks
 as usual; the projector input concatenates the global output with the local states at
-`intermediate_layers_indices`, where the slot HF fills with `hidden_states[i]` (= S[i+1], no
-embedding entry) takes S[min(i+1, L)]. At L = N this is the model's own vision forward, op for op.
+`intermediate_layers_indices`, slot i taking S[min(i, L)].
+
+The reference is Meta's encoder (llama-models `models/llama3/multimodal/model.py`,
+`ImageTransformer.forward`), which appends a block's *input* before running block idx, so slot i
+holds S[i]: the state after i blocks. transformers 5.x's `MllamaVisionEncoder` leaves the
+embeddings out of `hidden_states`, so its own forward fills slot i with S[i+1], one block deeper
+(PR #39785 had put the input first once). This module follows Meta whatever transformers does: at
+L = N it is Meta's computation, not transformers' own vision forward (docs/models.md).
 
 `encode_images` runs the local encoder once and keeps S[0..N] per image; `generate` runs only the
 global blocks for layer L, then hands the result to transformers' own `generate` by standing in
@@ -62,12 +68,12 @@ class MllamaAdapter(FamilyAdapter):
         n, default = cls.layer_range(config)
         v, t = config.vision_config, config.text_config
         per_tile = (v.image_size // v.patch_size) ** 2 + 1  # patches + CLS
-        slots = ", ".join(f"{i}→S[{i + 1}]" for i in v.intermediate_layers_indices)
+        slots = ", ".join(f"{i}→S[{i}]" for i in v.intermediate_layers_indices)
         return Architecture(
             family=cls.family, model_type=config.model_type, vision_layers=n, default_layer=default,
             layer_meaning=(
                 f"local blocks 1..L, then layernorm_post, post-tile embedding and the {v.num_global_layers} global "
-                f"blocks; intermediate slots ({slots}) take S[min(i+1, L)]"
+                f"blocks; intermediate slots ({slots}, Meta's convention) take S[min(i, L)]"
             ),
             vision_width=v.hidden_size,
             projector=(
@@ -146,8 +152,12 @@ class MllamaAdapter(FamilyAdapter):
 
     # --- vision: global encoder + projector (per layer) ---------------------------------------------
     def _slots(self, layer: int) -> list[int]:
-        """Local states filling the intermediate slots under early exit at `layer`."""
-        return [min(i + 1, layer) for i in self._vision.intermediate_layers_indices]
+        """Local states filling the intermediate slots under early exit at `layer`: S[min(i, layer)].
+
+        Meta's `ImageTransformer` stores the input of block i, i.e. S[i]; transformers 5.x's own
+        forward would read S[i+1] (its `hidden_states` has no embedding entry).
+        """
+        return [min(i, layer) for i in self._vision.intermediate_layers_indices]
 
     @torch.no_grad()
     def vision_output(self, entries: Sequence[MllamaEntry], layer: int) -> torch.Tensor:

@@ -302,6 +302,7 @@ def build_metrics(
         "reused_text_records": len(reused),  # text-only answers decoded once for every layer of the process
         "tokens_per_s": fresh_tokens / timings["generate"] if timings.get("generate") else None,
         "quant": str(cfg.model.get("quant", "none")),
+        "chat_date": adapter.template_vars().get("date_string"),  # the pinned "Today Date" (null: template has none)
         "model_memory_bytes": int(adapter.model.get_memory_footprint()),  # parameters + buffers as loaded
         **environment.peak_memory(device),
         "seed": int(cfg.seed),

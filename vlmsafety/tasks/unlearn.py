@@ -109,6 +109,7 @@ def run_unlearn(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "gpu_hours": {k: (v / 3600 if on_gpu else 0.0) for k, v in timings.items()},
         "device": environment.device_description(adapter.device),
         "quant": str(cfg.model.get("quant", "none")),
+        "chat_date": adapter.template_vars().get("date_string"),  # the pinned "Today Date" (null: template has none)
         **environment.peak_memory(adapter.device),
         "seed": int(cfg.seed),
         "versions": environment.versions(),

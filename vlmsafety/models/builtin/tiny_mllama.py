@@ -34,10 +34,36 @@ SEED = 1234
 BOS, EOS, EOT, PAD, IMAGE = "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>", "<|finetune_right_pad_id|>", "<|image|>"
 SPECIALS = [EOT, IMAGE, "<|start_header_id|>", "<|end_header_id|>", "<|python_tag|>"]
 
-# Llama-3.2-Vision-Instruct's turn format, without its tool-calling and system-date branches:
-# the template writes BOS itself and puts each image placeholder where the content lists it.
+# Llama-3.2-Vision-Instruct's chat template without its tool-calling branches: the template writes
+# BOS itself, puts each image placeholder where the content lists it and, for prompts without an
+# image, opens with a system turn carrying "Cutting Knowledge Date: December 2023" and "Today Date: "
+# + date_string, where date_string defaults to strftime_now("%d %b %Y") (today) unless the caller
+# passes one, and a system message is refused beside an image. Those parts follow the checkpoint's
+# chat_template as copied in maiqingqiang/Jinja, Tests/JinjaTests/ChatTemplateTests.swift
+# (`llama3_2visionChatTemplate`); the hub file itself is not readable here (not verified against it).
 CHAT_TEMPLATE = (
     "{{- bos_token }}"
+    "{%- if not date_string is defined %}"
+    "{%- if strftime_now is defined %}{%- set date_string = strftime_now(\"%d %b %Y\") %}"
+    "{%- else %}{%- set date_string = \"26 Jul 2024\" %}{%- endif %}"
+    "{%- endif %}"
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{%- set system_message = messages[0]['content']|trim %}{%- set messages = messages[1:] %}"
+    "{%- else %}{%- set system_message = \"\" %}{%- endif %}"
+    "{%- set image_ns = namespace(has_images=false) %}"
+    "{%- for message in messages %}{%- for content in message['content'] %}"
+    "{%- if content['type'] == 'image' %}{%- set image_ns.has_images = true %}{%- endif %}"
+    "{%- endfor %}{%- endfor %}"
+    "{%- if image_ns.has_images and not system_message == \"\" %}"
+    "{{- raise_exception(\"Prompting with images is incompatible with system messages.\") }}"
+    "{%- endif %}"
+    "{%- if not image_ns.has_images %}"
+    "{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}"
+    "{{- \"Cutting Knowledge Date: December 2023\\n\" }}"
+    "{{- \"Today Date: \" + date_string + \"\\n\\n\" }}"
+    "{{- system_message }}"
+    "{{- \"<|eot_id|>\" }}"
+    "{%- endif %}"
     "{%- for message in messages %}"
     "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}"
     "{%- if message['content'] is string %}{{- message['content'] }}"
@@ -75,7 +101,7 @@ def random_model(tokenizer: Any, eos_ids: list[int], max_position_embeddings: in
     return model
 
 
-@register_builtin("tiny_mllama", version="1")
+@register_builtin("tiny_mllama", version="2")  # 2: the official template's date line
 def build(out_dir: Path) -> None:
     tok = train_bpe_tokenizer([], vocab_size=512, bos=BOS, eos=EOS, pad=PAD, extra_special=SPECIALS)
     tokenizer = to_transformers(tok, bos=BOS, eos=EOS, pad=PAD, extra_special_tokens={"image_token": IMAGE})
