@@ -164,7 +164,6 @@ def probe_table(wide: pd.DataFrame, groups: Groups, facts: dict[str, Any]) -> Ta
     cols += [(f"proj.\n{c}", f"cat_{c}_proj") for c in groups.apart]
     cols += [("AUROC", "auroc")] + [(f"AUROC\n{c}", f"cat_{c}_auroc") for c in groups.apart]
     cols += [("probe\nacc.", "probe_acc"), ("refusal\nharmful", "refusal_harmful"), ("refusal\nbenign", "refusal_benign")]
-    cols += [(f"refusal\n{c}", f"cat_{c}_refusal") for c in groups.apart]
     asr = "asr_probed" if "asr_probed" in wide else "asr" if "asr" in wide else None
     if asr:
         cols.append(("ASR", asr))
@@ -181,13 +180,17 @@ def probe_table(wide: pd.DataFrame, groups: Groups, facts: dict[str, Any]) -> Ta
         "proj. = mean projection on the refusal direction (0 = benign, 1 = harmful calibration mean)",
         f"harmful = {'+'.join(groups_line['headline_harmful'])}, benign = {'+'.join(groups_line['benign'])}",
         "AUROC of the projection vs benign; probe = cross-validated linear probe, harmful vs benign",
-        "refusal = P(first answer token opens a refusal)",
+        "refusal = P(first answer token opens a refusal); every number (per category too) is in probe.csv",
     ]
     if asr:
-        notes.append(f"ASR = {facts['compare']['judge']}'s, {'harmful parts as probed' if asr == 'asr_probed' else 'all harmful prompts'}")
-        for name, value in facts["rank_correlation"].items():
-            if not name.startswith("cat_"):
-                notes.append(f"Spearman ρ {name.replace('~', ' vs ')} = {fmt(value)}")
+        rho = facts["rank_correlation"]
+        notes.append(
+            f"ASR = {facts['compare']['judge']}'s on the {'harmful parts probed' if asr == 'asr_probed' else 'harmful prompts'}; "
+            f"Spearman ρ across layers: refusal vs ASR {fmt(rho['refusal_harmful~' + asr])}, "
+            f"proj. vs ASR {fmt(rho['proj_harmful~' + asr])}"
+        )
+        if asr == "asr_probed":
+            notes.append(f"refusal vs the ASR of all harmful prompts: ρ {fmt(rho['refusal_harmful~asr'])}")
     table.caption = "; ".join(notes)
     return table
 
