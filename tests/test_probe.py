@@ -13,7 +13,7 @@ from vlmsafety.attacks import load_attack_set
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.models.base import GenerationSettings
 from vlmsafety.probe_report import Groups, rank_correlations, sweep_asr
-from vlmsafety.tasks.probe import first_answer_tokens, run_probe, split_prompts
+from vlmsafety.tasks.probe import choose_lm_layer, first_answer_tokens, run_probe, split_prompts
 
 REPO = Path(__file__).resolve().parents[1]
 FAMILIES = ["tiny_llava", "tiny_llava_next", "tiny_mllama", "tiny_qwen2_vl", "tiny_qwen25_vl"]
@@ -74,7 +74,11 @@ def test_prompt_states_is_one_forward_with_every_lm_block_and_no_hook_left(adapt
     assert _hooks(adapter.model) == hooks
     # the stream changes along the blocks, and the vision layer changes it for an image prompt
     assert not np.allclose(states.hidden[0, 0], states.hidden[0, -1])
+    # ... from the first LM layer that can read it on (Mllama: its first cross-attention block's output)
     other = adapter.prompt_states(prompts[:1], images[:1], encoded[:1], 0)
+    k = adapter.first_image_lm_layer()
+    assert np.allclose(other.hidden[0, :k], states.hidden[0, :k], atol=1e-5)
+    assert not np.allclose(other.hidden[0, k], states.hidden[0, k])
     assert not np.allclose(other.hidden[0, -1], states.hidden[0, -1])
 
 
@@ -105,6 +109,16 @@ def test_first_answer_token_logits_are_generations_first_step(adapter):
         assert tokenizer.decode([int(alone.logits[0].argmax())], skip_special_tokens=True).strip() == first
         if i < 2:  # left padding does not move the last token
             assert np.allclose(alone.hidden[0], states.hidden[i], atol=1e-4)
+
+
+def test_lm_layer_is_the_best_separated_one_the_image_can_reach():
+    harmful = np.array([True, True, False, False])
+    # separations (mean gap / pooled SD): layer 0 +inf (no spread; image-blind), layer 1 1.5 / 0.5, layer 2 3 / 0.5
+    proj = np.array([[5, 1.5, 3], [5, 0.5, 2], [0, 0, 0], [0, -1, -1]], float)
+    assert choose_lm_layer(proj, harmful, None, lowest=0)[0] == 0
+    layer, seps = choose_lm_layer(proj, harmful, None, lowest=1)
+    assert seps[1:] == pytest.approx([3.0, 6.0]) and layer == 2
+    assert choose_lm_layer(proj, harmful, 1, lowest=1)[0] == 1
 
 
 def test_organism_refusal_starts_with_its_first_token_I(organism):

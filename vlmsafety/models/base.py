@@ -212,6 +212,11 @@ class FamilyAdapter(ABC):
         built as `generate` builds its inputs (same arguments as `generate`)."""
         raise VlmSafetyError(f"{self.name}: the {self.family} family has no lm_inputs, so task=probe cannot run it")
 
+    def first_image_lm_layer(self) -> int:
+        """The first hidden-state index of `prompt_states` at which the last prompt token can have read the image:
+        1 (block 0's output) where image tokens sit in the sequence, since index 0 is that token's own embedding."""
+        return 1
+
     def prompt_states(
         self, prompts: Sequence[str], images: Sequence[Image.Image | None], encoded: Sequence[Any | None], layer: int
     ) -> PromptStates:

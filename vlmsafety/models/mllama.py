@@ -225,6 +225,10 @@ class MllamaAdapter(FamilyAdapter):
                 sequences = self.model.generate(**inputs, **kwargs)
         return self._decode(sequences, inputs["input_ids"].shape[1])
 
+    def first_image_lm_layer(self) -> int:
+        """The image enters through cross-attention blocks only: the first one's output (hidden-state index = block + 1)."""
+        return min(self.model.config.text_config.cross_attention_layers) + 1
+
     @contextmanager
     def lm_inputs(
         self, prompts: Sequence[str], images: Sequence[Image.Image | None], encoded: Sequence[Any | None], layer: int

@@ -133,15 +133,18 @@ def forward_states(
     return np.concatenate(hidden), np.concatenate(logits)
 
 
-def choose_lm_layer(projections: np.ndarray, harmful: np.ndarray, requested: int | None) -> tuple[int, list[float]]:
-    """The headline LM layer: `requested`, else the one whose calibration projections separate best.
+def choose_lm_layer(
+    projections: np.ndarray, harmful: np.ndarray, requested: int | None, lowest: int = 0
+) -> tuple[int, list[float]]:
+    """The headline LM layer: `requested`, else the one from `lowest` on whose calibration projections separate best.
 
-    projections: [n, L+1] on the calibration prompts; harmful: [n] bool. Returns it and every layer's
-    separation (standardised mean difference, `refusal_direction.separation`).
+    projections: [n, L+1] on the calibration prompts; harmful: [n] bool; lowest: the first LM layer that
+    can see the image (`FamilyAdapter.first_image_lm_layer`). Returns it and every layer's separation
+    (standardised mean difference, `refusal_direction.separation`).
     """
     seps = [rd.separation(projections[harmful, k], projections[~harmful, k]) for k in range(projections.shape[1])]
     if requested is None:
-        return int(np.argmax(seps)), seps
+        return lowest + int(np.argmax(seps[lowest:])), seps
     if not 0 <= requested < projections.shape[1]:
         raise VlmSafetyError(f"probe.lm_layer={requested} is out of range: valid LM layers are 0..{projections.shape[1] - 1} "
                              "(0 = the first block's input, k = block k's output), or null to choose")
@@ -200,7 +203,9 @@ def run_probe(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         cal_states, _ = forward_states(worker, adapter, split.calibration, adapter.default_layer, batch_size, bar, task)
         direction = rd.difference_of_means(cal_states[cal_harmful], cal_states[~cal_harmful])  # [L+1, D]
         cal_proj = rd.project(cal_states, direction)  # [n_cal, L+1]
-        lm_layer, seps = choose_lm_layer(cal_proj, cal_harmful, None if pc.lm_layer is None else int(pc.lm_layer))
+        lm_layer, seps = choose_lm_layer(
+            cal_proj, cal_harmful, None if pc.lm_layer is None else int(pc.lm_layer), adapter.first_image_lm_layer()
+        )
         scale = (cal_proj[cal_harmful].mean(axis=0), cal_proj[~cal_harmful].mean(axis=0))
         for layer in layers:
             bar.update(task, description=f"probing vision layer {layer}")
@@ -215,10 +220,14 @@ def run_probe(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             ))
     log.info("LM layer %d of 0..%d (%s); calibration separation there %.2f",
              lm_layer, cal_proj.shape[1] - 1, "probe.lm_layer" if pc.lm_layer is not None else "best separation", seps[lm_layer])
+    if lm_layer < adapter.first_image_lm_layer():
+        log.warning("LM layer %d comes before the image can reach the last prompt token (layer %d): its curve is flat",
+                    lm_layer, adapter.first_image_lm_layer())
     facts = {
         "task": "probe", "model": cfg.model.name, "family": cfg.model.family, "attack": cfg.attack.name,
         "attack_source": attack_set.source, "default_layer": adapter.default_layer, "num_layers": adapter.num_layers,
         "vision_layers": layers, "lm_layer": lm_layer, "lm_layer_chosen": pc.lm_layer is None,
+        "first_image_lm_layer": adapter.first_image_lm_layer(),
         "direction_from": str(pc.direction_from), "calibration": split.how,
         "calibration_separation": seps, "direction_norm": np.linalg.norm(direction, axis=-1).tolist(),
         "calibration_ids": [it.id for it in split.calibration], "evaluation_ids": [it.id for it in split.evaluation],
