@@ -181,6 +181,8 @@ def test_probe_refuses_a_single_layer_and_a_bad_lm_layer(tmp_path, monkeypatch, 
     monkeypatch.setattr(worker, "_WORKER", None)
     with pytest.raises(VlmSafetyError, match="layers="):
         run_probe(compose("task=probe", "layer=3"), tmp_path)
+    with pytest.raises(VlmSafetyError, match="probe.direction_from='images'; valid: text, default_layer"):
+        run_probe(compose("task=probe", "probe.direction_from=images"), tmp_path)
     with pytest.raises(VlmSafetyError, match="probe.lm_layer=9 is out of range: valid LM layers are 0..4"):
         run_probe(compose("task=probe", "layers=[23]", "probe.lm_layer=9", "threads=1"), tmp_path)
 
@@ -220,3 +222,27 @@ def test_compare_sweep_takes_the_oracles_asr_and_ranks_layers(tmp_path):
     assert rho["cat_typo_proj~cat_typo_asr"] == pytest.approx(1.0)
     with pytest.raises(VlmSafetyError, match="no complete task=eval job of tiny_llava on organism"):
         sweep_asr(tmp_path, "tiny_llava", "organism", groups)
+
+
+@pytest.mark.slow
+def test_cli_prints_an_80_column_table_with_the_sweeps_asr_and_the_paths(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    _fake_sweep(tmp_path / "sweep", [22, 23], asr=[0.1, 0.0], typo=[0.8, 0.9])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "COLUMNS": "80"}
+    p = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "task=probe", "threads=1", "layers=[22,23]",
+         f"probe.compare_sweep={tmp_path / 'sweep'}", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = p.stdout + p.stderr
+    table = out[out.index("Refusal direction by vision layer"): out.index("csv: ")]
+    assert max(len(line) for line in table.splitlines()) <= 80
+    assert " 23* " in table and "ASR" in table and "Spearman ρ" in table
+    for name in ("probe.csv", "probe_layers.csv", "probe.json", "probe.png"):
+        assert str(tmp_path / "run" / name) in out.replace("\n", "")
+    wide = pd.read_csv(tmp_path / "run" / "probe.csv")
+    assert wide["asr_probed"].tolist() == pytest.approx([0.075, 0.0])  # (a + a/2) / 2 per layer
