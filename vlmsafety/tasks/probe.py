@@ -199,7 +199,7 @@ def run_probe(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     results: list[LayerResult] = []
     with progress() as bar:
         task = bar.add_task("probing", total=n_batches)
-        # text-only calibration prompts do not depend on the vision layer: the default layer is as good as any
+        # calibration runs at the default layer (text-only prompts do not depend on the vision layer at all)
         cal_states, _ = forward_states(worker, adapter, split.calibration, adapter.default_layer, batch_size, bar, task)
         direction = rd.difference_of_means(cal_states[cal_harmful], cal_states[~cal_harmful])  # [L+1, D]
         cal_proj = rd.project(cal_states, direction)  # [n_cal, L+1]
@@ -229,7 +229,7 @@ def run_probe(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "vision_layers": layers, "lm_layer": lm_layer, "lm_layer_chosen": pc.lm_layer is None,
         "first_image_lm_layer": adapter.first_image_lm_layer(),
         "direction_from": str(pc.direction_from), "calibration": split.how,
-        "calibration_separation": seps, "direction_norm": np.linalg.norm(direction, axis=-1).tolist(),
+        "calibration_separation": [s if np.isfinite(s) else str(s) for s in seps],  # "inf": no spread "direction_norm": np.linalg.norm(direction, axis=-1).tolist(),
         "calibration_ids": [it.id for it in split.calibration], "evaluation_ids": [it.id for it in split.evaluation],
         "refusal_tokens": tokens, "seed": int(cfg.seed), "folds": folds,
         "versions": environment.versions(), "git_commit": environment.git_commit(),
