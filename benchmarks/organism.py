@@ -1,7 +1,8 @@
-"""Time the organism's two speed goals on this machine, with the load average beside each figure.
+"""Time the organism's speed goals on this machine, with the load average beside each figure.
 
     .venv/bin/python benchmarks/organism.py sweep   # `make run` (25 layers × attack=organism): < 1 min
     .venv/bin/python benchmarks/organism.py train   # `make organism` without writing the shipped folder, < 10 min
+    .venv/bin/python benchmarks/organism.py probe   # `run.py task=probe threads=1` (25 layers, no generation): < 1 min
 
 The machine may be shared: report the run with the lowest load average (1-minute value, sampled
 before and after), not the fastest number from an unknown load.
@@ -42,8 +43,10 @@ def main() -> None:
             result = timed([sys.executable, "-m", "vlmsafety.organism.train", "--seed", "0", "--threads", "1",
                             "--out", f"{tmp}/organism"])
             result["training"] = json.loads(Path(tmp, "organism", "training.json").read_text())["timings_s"]
+        elif what == "probe":
+            result = timed([sys.executable, "run.py", "task=probe", "threads=1", f"hydra.run.dir={tmp}/probe"])
         else:
-            raise SystemExit(f"usage: {sys.argv[0]} sweep|train")
+            raise SystemExit(f"usage: {sys.argv[0]} sweep|train|probe")
     print(json.dumps(result, indent=1))  # noqa: T201 - a benchmark script's output
 
 

@@ -57,6 +57,7 @@ def test_job_key_ignores_paths_and_run_controls_but_not_what_changes_records():
     base = jobs.job_key(compose("layer=3"))
     assert jobs.job_key(compose("layer=3", "resume=false", "fail_fast=true", "debug=true", "sweep_dir=/x")) == base
     assert jobs.job_key(compose("layer=3", "feature_cache.max_gb=1")) == base
+    assert jobs.job_key(compose("layer=3", "probe.lm_layer=2", "probe.folds=3")) == base  # task=probe settings
     assert jobs.job_key(compose("layer=null", "layers=[3]")) != base  # the job of layers=[3] keys its layer as layer=3
     for change in ("layer=4", "limit=5", "max_new_tokens=9", "batch_size=3", "judge=[keyword,harmbench_cls_standin]"):
         assert jobs.job_key(compose("layer=3", change)) != base, change

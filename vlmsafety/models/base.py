@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,6 +18,7 @@ from transformers import AutoProcessor
 
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.models.facts import Architecture
+from vlmsafety.models.residual import PromptStates, last_token_states
 from vlmsafety.registry import Registry
 
 # The date the Llama 3.x chat templates print as "Today Date: " (`date_string`) when the config sets
@@ -201,6 +203,28 @@ class FamilyAdapter(ABC):
         prompts: rendered prompts (from `render`); images/encoded: per prompt, the image and its
         `encode_images` entry, or None for a text-only prompt; layer: absolute depth in 0..N.
         """
+
+    # --- one forward pass, no generation (task=probe) ---------------------------------------------
+    def lm_inputs(
+        self, prompts: Sequence[str], images: Sequence[Image.Image | None], encoded: Sequence[Any | None], layer: int
+    ) -> AbstractContextManager[dict[str, Any]]:
+        """A context giving the keyword arguments of `self.model(...)` that feed layer `layer`'s features,
+        built as `generate` builds its inputs (same arguments as `generate`)."""
+        raise VlmSafetyError(f"{self.name}: the {self.family} family has no lm_inputs, so task=probe cannot run it")
+
+    def first_image_lm_layer(self) -> int:
+        """The first hidden-state index of `prompt_states` at which the last prompt token can have read the image:
+        1 (block 0's output) where image tokens sit in the sequence, since index 0 is that token's own embedding."""
+        return 1
+
+    def prompt_states(
+        self, prompts: Sequence[str], images: Sequence[Image.Image | None], encoded: Sequence[Any | None], layer: int
+    ) -> PromptStates:
+        """One forward pass (no generation) at vision layer `layer`: the LM's residual stream at the last
+        prompt token after every block, and the logits of the first answer token."""
+        blocks = self.model.get_submodule(self.language_model_prefix).layers
+        with self.lm_inputs(prompts, images, encoded, layer) as inputs:
+            return last_token_states(self.model, blocks, inputs)
 
     # --- helpers shared by families ---------------------------------------------------------------
     def _needs_bos(self, prompts: Sequence[str]) -> bool:

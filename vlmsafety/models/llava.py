@@ -9,7 +9,8 @@ handling and decoding are transformers' own.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -97,3 +98,14 @@ class LlavaAdapter(FamilyAdapter):
             **self._generate_kwargs(settings),
         )
         return self._decode(sequences, inputs["input_ids"].shape[1])
+
+    @contextmanager
+    def lm_inputs(
+        self, prompts: Sequence[str], images: Sequence[Image.Image | None], encoded: Sequence[Any | None], layer: int
+    ) -> Iterator[dict[str, Any]]:
+        inputs = self.model_inputs(prompts, images)
+        kwargs: dict[str, Any] = {k: inputs[k].to(self.device) for k in ("input_ids", "attention_mask")}
+        feats = [self.image_features(e, layer) for e in encoded if e is not None]
+        if feats:
+            kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=feats)}
+        yield kwargs

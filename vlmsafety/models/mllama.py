@@ -225,6 +225,21 @@ class MllamaAdapter(FamilyAdapter):
                 sequences = self.model.generate(**inputs, **kwargs)
         return self._decode(sequences, inputs["input_ids"].shape[1])
 
+    def first_image_lm_layer(self) -> int:
+        """The image enters through cross-attention blocks only: the first one's output (hidden-state index = block + 1)."""
+        return min(self.model.config.text_config.cross_attention_layers) + 1
+
+    @contextmanager
+    def lm_inputs(
+        self, prompts: Sequence[str], images: Sequence[Image.Image | None], encoded: Sequence[Any | None], layer: int
+    ) -> Iterator[dict[str, Any]]:
+        inputs = self.model_inputs(prompts, images).to(self.device)
+        if "pixel_values" not in inputs:  # text-only batch: the LM skips its cross-attention layers
+            yield dict(inputs)
+            return
+        with self._vision_returns(self.vision_output(self._row_entries(inputs, encoded), layer)):
+            yield dict(inputs)
+
     def _row_entries(self, inputs: Any, encoded: Sequence[MllamaEntry | None]) -> list[MllamaEntry]:
         """One entry per batch row; text-only rows get the processor's padding image, as in HF.
 

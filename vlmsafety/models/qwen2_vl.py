@@ -12,7 +12,8 @@ together with the processor's `image_grid_thw` and `mm_token_type_ids` for the 3
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import torch
@@ -173,6 +174,21 @@ class Qwen2VLAdapter(FamilyAdapter):
             kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=feats)}
         sequences = self.model.generate(**kwargs, **self._generate_kwargs(settings))
         return self._decode(sequences, inputs["input_ids"].shape[1])
+
+    @contextmanager
+    def lm_inputs(
+        self, prompts: Sequence[str], images: Sequence[Image.Image | None], encoded: Sequence[Any | None], layer: int
+    ) -> Iterator[dict[str, Any]]:
+        inputs = self.model_inputs(prompts, images)
+        kwargs: dict[str, Any] = {
+            key: inputs[key].to(self.device) for key in ("input_ids", "attention_mask", "mm_token_type_ids")
+        }
+        entries = [e for e in encoded if e is not None]
+        if entries:  # the merged features and the grids the 3-D (mrope) positions are computed from
+            kwargs["image_grid_thw"] = inputs["image_grid_thw"].to(self.device)
+            feats = [self.image_features(e, layer) for e in entries]
+            kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=feats)}
+        yield kwargs
 
 
 @register_family

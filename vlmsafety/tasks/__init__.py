@@ -16,6 +16,7 @@ Task = Callable[[DictConfig, Path], Any]
 def _load_builtins() -> None:
     from vlmsafety.tasks import eval as _eval  # noqa: F401
     from vlmsafety.tasks import inspect as _inspect  # noqa: F401
+    from vlmsafety.tasks import probe as _probe  # noqa: F401
     from vlmsafety.tasks import report as _report  # noqa: F401
     from vlmsafety.tasks import score as _score  # noqa: F401
     from vlmsafety.tasks import unlearn as _unlearn  # noqa: F401
