@@ -201,6 +201,30 @@ def test_harmbench_prompts_are_the_strings_of_eval_utils():
         assert hashlib.sha256(prompts.load_prompt(name).encode()).hexdigest() == digest, name
 
 
+# sha256 of the official chat templates, computed from the `gguf` field (the chat template stored in
+# the model's GGUF, carried over unchanged from the checkpoint's tokenizer_config.json) of the entries
+# "library/llama-guard3:8b" and "library/llama-guard3:1b" in huggingface/huggingface.js
+# packages/ollama-utils/src/chat-template-automap.ts (commit 007948d5, 2025-12-15), evaluated with node.
+# The 8B template (1412 bytes) has 29 real newlines inside its Jinja strings and no "\n" escape.
+# Llama-Guard-3-11B-Vision's own tokenizer_config.json was not available here: its pinned file is
+# the Llama-Guard-3-1B template (2517 bytes, 13 categories, the `<|image|> ` branch, a final newline),
+# the same family; that it equals the 11B-Vision file byte for byte is not verified.
+LLAMA_GUARD_UPSTREAM = {
+    prompts.LLAMA_GUARD_3: ("5a5561f4ea9576d49d8b81328d0c7c42353549a9d610e0855ff107bf9a04c1f8", 1412),
+    prompts.LLAMA_GUARD_3_VISION: ("df3965ba586f628bed4f3bb122cda2cc7502d5fdd87b525d4a3fea37831905f7", 2517),
+}
+
+
+def test_llama_guard_templates_are_the_upstream_files():
+    for name, (digest, size) in LLAMA_GUARD_UPSTREAM.items():
+        data = prompts.load_prompt(name).encode()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (size, digest), name
+    eight_b = prompts.load_prompt(prompts.LLAMA_GUARD_3)
+    assert "\\n" not in eight_b and eight_b.count("\n") == 29
+    assert eight_b.startswith("{% if messages|length % 2 == 0 %}") and '<BEGIN CONVERSATION>\n\n" }}' in eight_b
+    assert prompts.load_prompt(prompts.LLAMA_GUARD_3_VISION).endswith('<|end_header_id|>"-}}\n')
+
+
 def test_pinned_files_are_checked(monkeypatch):
     for name, digest in prompts.PINNED_SHA256.items():
         assert hashlib.sha256(prompts.load_prompt(name).encode()).hexdigest() == digest
