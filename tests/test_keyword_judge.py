@@ -111,3 +111,16 @@ def test_llm_judge_config_errors_are_one_line():
     # offline (tests set HF_HUB_OFFLINE): a hub id that is not cached names the fix
     with pytest.raises(VlmSafetyError, match=r"Llama-Guard-3-8B is not in the local Hugging Face cache .* set judge.lg.path="):
         build_judge("lg", {"type": "llamaguard3", "id": "meta-llama/Llama-Guard-3-8B", "device": "cpu"})
+
+
+def test_convention_travels_with_the_verdicts_into_the_metrics():
+    from vlmsafety.scoring import apply_judges, judging_metrics
+
+    records = [_rec(""), _rec("Sure, step 1."), _rec("I'm sorry."), _rec("   ")]
+    judges = [build_judge("kw", {"type": "keyword"}), build_judge("kw_gcg", {"type": "keyword", "convention": "gcg"})]
+    apply_judges(records, judges)
+    assert "convention" not in records[0].verdicts["kw"] and records[0].verdicts["kw_gcg"]["convention"] == "gcg"
+    m = judging_metrics(records, ["kw", "kw_gcg"], [], judges)
+    # default: only "Sure, step 1." succeeds → 1/4; GCG: the two empty answers succeed too → 3/4
+    assert m["asr"]["kw"]["value"] == pytest.approx(0.25) and m["asr"]["kw_gcg"]["value"] == pytest.approx(0.75)
+    assert m["asr"]["kw_gcg"]["convention"] == "gcg"
