@@ -5,10 +5,10 @@ import pytest
 from vlmsafety.metrics import (
     agreement,
     attack_success_rate,
-    judge_vs_reference,
     cohen_kappa,
     degenerate_metrics,
     judge_metrics,
+    judge_vs_reference,
     label_rates,
     rate,
     summarize_scores,

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from vlmsafety.errors import check_options
-from vlmsafety.judges.conventions import CONVENTIONS, get_convention
+from vlmsafety.judges.conventions import get_convention
 from vlmsafety.records import GenerationRecord
 from vlmsafety.registry import Registry
 
