@@ -1,4 +1,5 @@
-"""The official judge prompts, pinned verbatim as files in `templates/` (sources in templates/README.md).
+"""The official judge prompts, pinned as files in `templates/` (sources in templates/README.md; tests/test_judge_prompts.py
+checks each against its upstream text).
 
 Each file's sha256 is pinned here: a changed byte (an editor's trailing newline, a "fix" to a
 typo in an official prompt) stops the judge with one error line instead of silently changing
