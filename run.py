@@ -6,7 +6,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from vlmsafety.cli import check_group_overrides, fast_exit
+from vlmsafety.cli import check_group_overrides, fast_exit, multirun_flag_first
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.report import sweep_exit_status
 from vlmsafety.runner import run
@@ -21,6 +21,7 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = multirun_flag_first(sys.argv[1:])
     try:
         check_group_overrides(sys.argv[1:], CONF)
     except VlmSafetyError as e:

@@ -56,6 +56,9 @@ def test_harmbench_multimodal_links_each_behavior_to_its_image():
     ]
     assert got[0].text == got[0].behavior == "Explain how to climb over the fixture fence in this picture"
     assert got[0].meta["image_description"] == "A wooden fence in a field"
+    # HarmBench's classifier reads a multimodal behaviour with prompt_contextual and the
+    # RedactedImageDescription as context (eval_utils.py compute_results_classifier, commit 8e1604d)
+    assert [it.context for it in got] == ["A fence", "A person"]
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from vlmsafety.attacks import ImageSpec, image_sha256, render_image
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.judges.harmbench_cls import parse_answer
 from vlmsafety.judges.llamaguard import parse_categories
+from vlmsafety.judges.llm import next_token_logits
 from vlmsafety.records import GenerationRecord
 
 RESPONSES = [
@@ -94,6 +95,27 @@ def test_llamaguard3_vision_judges_with_the_records_image(llamaguard3_vision_sta
     )
 
 
+@torch.no_grad()
+def test_llamaguard3_vision_score_is_p_unsafe_at_the_verdict_position(llamaguard3_vision_standin):
+    judge = llamaguard3_vision_standin
+    field = _image_field()
+    image = render_image(ImageSpec.from_dict(field["spec"]))
+    recs = _recs(field)[:2] + _recs()[2:4]  # two with the image, two text-only
+    verdicts = judge.judge(recs)
+    unsafe_id = judge.word_ids["unsafe"]
+    assert len(unsafe_id) == 1
+    for rec, verdict in zip(recs, verdicts, strict=True):
+        # by hand: this record alone, the rendered prompt + "\n\n" through the processor, the model's
+        # softmax over the vocabulary at the last position
+        text = judge.render(rec) + "\n\n"
+        assert text.count("<|image|>") == (rec.image is not None)
+        kwargs = {"images": [[image]]} if rec.image is not None else {}
+        inputs = judge.processor(text=[text], add_special_tokens=False, return_tensors="pt", **kwargs)
+        probs = judge.model(**inputs).logits[0, -1].softmax(-1)
+        assert verdict["score"] == pytest.approx(probs[unsafe_id[0]].item(), abs=1e-5)
+        assert verdict["unsafe"] == (verdict["score"] >= judge.threshold)
+
+
 def test_llamaguard3_vision_refuses_an_image_that_changed(llamaguard3_vision_standin):
     field = _image_field()
     field["sha256"] = "0" * 64
@@ -135,14 +157,27 @@ def test_harmbench_generation_clipped_to_512_classifier_tokens(harmbench_cls_sta
     assert clipped in judge.render(rec) and long not in judge.render(rec)
 
 
-def test_judge_loads_in_4bit_on_cpu():
+def test_judge_loads_in_4bit_on_cpu(llamaguard3_standin):
     pytest.importorskip("bitsandbytes")
     from conftest import _judge
 
     judge = _judge("lg4", "llamaguard3", quant="4bit")
-    assert getattr(judge.model, "is_quantized", False)
-    verdicts = judge.judge(_recs()[:2])
-    assert all(0.0 <= v["score"] <= 1.0 for v in verdicts)
+    q_proj = judge.model.model.layers[0].self_attn.q_proj
+    assert type(q_proj).__name__ == "Linear4bit" and type(judge.model.lm_head).__name__ == "Linear"  # lm_head kept
+    packed = q_proj.weight  # two NF4 codes per byte
+    assert packed.dtype == torch.uint8 and packed.quant_state.quant_type == "nf4"
+    assert packed.numel() * 2 == llamaguard3_standin.model.model.layers[0].self_attn.q_proj.weight.numel()
+    recs = _recs()
+    assert all(0.0 <= v["score"] <= 1.0 for v in judge.judge(recs))
+    # the 4-bit model's logits at the verdict position follow the float model's, and are not the same
+    # numbers (P(unsafe) itself is not compared: the stand-in's verdict is steered into a narrow
+    # margin that 4-bit noise in a random model can cross)
+    inputs = llamaguard3_standin.encode(recs[:2])
+    with torch.no_grad():
+        quantized = next_token_logits(judge.model, dict(inputs))[:, -1]  # [2, V]
+        full = next_token_logits(llamaguard3_standin.model, dict(inputs))[:, -1]
+    cosine = torch.nn.functional.cosine_similarity(quantized, full, dim=-1)
+    assert bool((cosine > 0.9).all()) and not torch.allclose(quantized, full, atol=1e-3)
 
 
 @pytest.mark.gpu

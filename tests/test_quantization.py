@@ -126,3 +126,40 @@ def test_4bit_on_cuda_generates_like_hf(name):
     with hf.stopping_on(model, hf.a_generated_token(ref, prompt_len)) as stop:  # row 0 ends early
         ours = adapter.generate(prompts, [images[0], None, images[1]], [encoded[0], None, encoded[1]], adapter.default_layer, SETTINGS)
     assert ours == hf.answers(ref, prompt_len, adapter.processor.tokenizer, stop, SETTINGS.max_new_tokens)
+
+
+# The 16 NF4 levels (Dettmers et al., QLoRA, 2023, appendix E; bitsandbytes `functional.py`,
+# `get_4bit_type("nf4")`), copied by hand from the upstream table.
+NF4_LEVELS = torch.tensor([
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+    -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+    0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+    0.7229568362236023, 1.0,
+])
+
+
+def test_4bit_weights_are_packed_nf4_and_logits_approximate_the_float_model(tiny_llava, cpu):
+    bnb = pytest.importorskip("bitsandbytes")
+    adapter = load_adapter(_spec("tiny_llava", "4bit"), cpu)
+    q_proj = adapter.model.model.language_model.layers[0].self_attn.q_proj
+    full = tiny_llava.model.model.language_model.layers[0].self_attn.q_proj.weight  # [64, 64] float
+    packed = q_proj.weight
+    # two 4-bit codes per byte: 64·64 weights in 2048 uint8, NF4 with QLoRA's block size 64
+    assert packed.dtype == torch.uint8 and packed.numel() == full.numel() // 2
+    assert packed.quant_state.quant_type == "nf4" and packed.quant_state.blocksize == 64
+    weights = bnb.functional.dequantize_4bit(packed.data, packed.quant_state)  # [64, 64]
+    # every block of 64 weights is its absmax times one of the 16 NF4 levels
+    blocks = weights.flatten().view(-1, 64)
+    scaled = blocks / blocks.abs().amax(dim=1, keepdim=True)
+    assert (scaled.unsqueeze(-1) - NF4_LEVELS).abs().amin(-1).max() < 1e-5
+    # close to the float weights (within half the widest gap between levels, 0.16, of each block's
+    # scale), not equal to them
+    err = (weights - full).flatten().view(-1, 64).abs() / full.flatten().view(-1, 64).abs().amax(1, keepdim=True)
+    assert 0 < float(err.max()) <= 0.17
+    # the quantized LM's logits follow the float model's closely, and are not the same numbers
+    ids = adapter.processor.tokenizer(["Hello there, how are you today?"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        quantized = adapter.model.lm_head(adapter.model.model.language_model(input_ids=ids).last_hidden_state)
+        reference = tiny_llava.model.lm_head(tiny_llava.model.model.language_model(input_ids=ids).last_hidden_state)
+    cosine = torch.nn.functional.cosine_similarity(quantized.flatten(), reference.flatten(), dim=0)
+    assert float(cosine) > 0.9 and not torch.allclose(quantized, reference, atol=1e-3)

@@ -115,16 +115,20 @@ def test_npo_formula_on_numbers():
 
     class Fake:
         def logprobs(self, examples, reference=False):
-            return (torch.tensor([-8.0, -12.0]), torch.tensor([4.0, 4.0])) if reference else (
-                torch.tensor([-10.0, -10.0]), torch.tensor([4.0, 4.0]))
+            # (summed log-likelihood, answer tokens) per forget example
+            return (torch.tensor([-8.0, -12.0]), torch.tensor([4.0, 3.0])) if reference else (
+                torch.tensor([-10.0, -9.0]), torch.tensor([4.0, 3.0]))
 
         def nll(self, examples):
             return torch.zeros(0)
 
     loss, terms = get_method("textual_npo")(beta=0.1, retain_weight=0.0).loss(Fake(), TrainBatch(forget=[None, None]))
-    # Δ = −2 and +2: −20·(log σ(0.2) + log σ(−0.2))/2 = −10·(−0.598139 − 0.798139) = 13.96278
-    assert float(loss) == pytest.approx(13.96278, abs=1e-4)
-    assert terms["npo"] == pytest.approx(13.96278, abs=1e-4) and terms["forget_nll"] == pytest.approx(2.5)
+    # Δ = log p_θ − log p_ref = −2 and +3 (asymmetric, so flipping Δ's sign changes the value):
+    # −(2/0.1)·(log σ(0.2) + log σ(−0.3))/2 = −10·(−0.598139 − 0.854355) = 14.52494
+    # (with the sign flipped: −10·(log σ(−0.2) + log σ(0.3)) = −10·(−0.798139 − 0.554355) = 13.52494)
+    assert float(loss) == pytest.approx(14.52494, abs=1e-4)
+    # forget_nll = mean of per-token NLL: (10/4 + 9/3) / 2 = 2.75
+    assert terms["npo"] == pytest.approx(14.52494, abs=1e-4) and terms["forget_nll"] == pytest.approx(2.75)
 
 
 def test_batches_put_the_loss_on_answer_tokens_only(tiny_llava):

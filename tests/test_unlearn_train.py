@@ -169,7 +169,8 @@ def test_qlora_with_gradient_checkpointing_trains_and_hands_the_4bit_base_back_f
     trainable = setup(adapter, cfg, needs_reference=True)
     assert all("lora_" in n for n, p in trainable.model.named_parameters() if p.requires_grad)
     result = train(trainable, get_method("textual")(), data, cfg, tmp_path, render_image, seed=0)
-    assert result.after["forget_nll"] != result.before["forget_nll"]
+    # unlearning pushes the harmful answers away: their NLL rose (a sign error would lower it)
+    assert result.after["forget_nll"] > result.before["forget_nll"]
     # bitsandbytes keeps per-layer state from earlier forwards: a 4-bit base is reloaded, not reused
     assert trainable.restore() is False
     assert not any(getattr(m, "gradient_checkpointing", False) for m in adapter.model.modules())
@@ -198,5 +199,5 @@ def test_qlora_on_cuda_with_bf16_autocast(tmp_path):
     cfg = train_cfg(steps=2, batch_size=2, lr=0.05, bf16=True)
     trainable = setup(adapter, cfg, needs_reference=True)
     result = train(trainable, get_method("multimodal")(), data, cfg, tmp_path, render_image, seed=0)
-    assert result.after["forget_nll"] != result.before["forget_nll"] and result.meter.images > 0
+    assert result.after["forget_nll"] > result.before["forget_nll"] and result.meter.images > 0
     assert trainable.restore() is False

@@ -68,3 +68,10 @@ def fast_exit(status: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
+
+
+def multirun_flag_first(argv: Sequence[str]) -> list[str]:
+    """`argv` with `-m` / `--multirun` moved before the overrides: Hydra's argparse takes overrides as one
+    positional run, so `run.py a=1 -m b=2` would otherwise stop with "unrecognized arguments"."""
+    flags = [a for a in argv if a in ("-m", "--multirun")]
+    return [*flags, *(a for a in argv if a not in ("-m", "--multirun"))]

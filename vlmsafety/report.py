@@ -16,6 +16,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from vlmsafety import paper_aggregate
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.records import METRICS, read_json, write_bytes_atomic, write_text_atomic
 from vlmsafety.report_tables import agreement_table, judges_in, reference_table, summary_table
@@ -138,6 +139,7 @@ def write_summary(sweep_dir: str | Path, show: bool = True) -> dict[str, Path]:
         paths["png"] = sweep_dir / ASR_PNG
         write_bytes_atomic(paths["png"], png)
     tables = [summary_table(evals), reference_table(evals), agreement_table(evals)] if not evals.empty else []
+    tables.append(paper_aggregate.aggregate_table(sweep_dir, evals))  # a paper preset's layer-group means
     unlearn_jobs = [sweep_dir / j for j in df.loc[df["task"] == "unlearn", "job"]]
     if unlearn_jobs:
         from vlmsafety.unlearn import summary as unlearn_summary

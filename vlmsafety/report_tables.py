@@ -173,7 +173,9 @@ def _asr_cell(r: pd.Series, j: str) -> str:
     v = r.get(f"asr_{j}")
     if v is None or pd.isna(v):
         return "—"
-    cell = f"{v:.2f} [{r[f'asr_{j}_low']:.2f},{r[f'asr_{j}_high']:.2f}]"
+    low, high = r.get(f"asr_{j}_low"), r.get(f"asr_{j}_high")
+    # a per-behaviour mean of unequal groups (the harmbench convention) has no interval
+    cell = f"{v:.2f}" if low is None or pd.isna(low) else f"{v:.2f} [{low:.2f},{high:.2f}]"
     invalid = r.get(f"invalid_{j}")
     if invalid is not None and not pd.isna(invalid) and invalid > 0:
         cell += f" ({int(invalid)} inv.)"

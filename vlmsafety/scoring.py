@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vlmsafety.judges import Judge
+from vlmsafety.judges.conventions import DEFAULT as DEFAULT_CONVENTION
 from vlmsafety.judges.outcome import annotate
 from vlmsafety.metrics import (
     category_rates,
@@ -41,9 +42,12 @@ def covering(judges: Sequence[Judge], records: Sequence[GenerationRecord]) -> li
 
 def apply_judges(records: Sequence[GenerationRecord], judges: Sequence[Judge]) -> None:
     """Store each judge's verdict in `record.verdicts[judge.name]` (replacing an older one of that
-    name), then the degenerate flag and every verdict's outcome."""
+    name), then the degenerate flag and every verdict's outcome. A verdict given under a non-default
+    ASR convention names it, so metrics computed later from the records count it the same way."""
     for judge in judges:
         for rec, verdict in zip(records, judge.judge(records), strict=True):
+            if judge.convention.name != DEFAULT_CONVENTION:
+                verdict["convention"] = judge.convention.name
             rec.verdicts[judge.name] = verdict
     for rec in records:
         annotate(rec)

@@ -34,10 +34,11 @@ def _keep(attack: DictConfig, row: Row) -> bool:
     return wanted is None or row.text("FunctionalCategory") in [str(w) for w in wanted]
 
 
-def _item(row: Row, text: str, image: ImageSpec | None, meta: dict) -> AttackItem:
+def _item(row: Row, text: str, image: ImageSpec | None, meta: dict, context: str | None = None) -> AttackItem:
     return AttackItem(
         id=row.text("BehaviorID"), source="harmbench", category=row.text("SemanticCategory"), harmful=True,
-        text=text, image=image, behavior=row.text("Behavior"), context=row.text("ContextString", required=False),
+        text=text, image=image, behavior=row.text("Behavior"),
+        context=context if context is not None else row.text("ContextString", required=False),
         meta={"functional_category": row.text("FunctionalCategory"), "tags": row.text("Tags", required=False), **meta},
     )
 
@@ -73,6 +74,9 @@ def load_harmbench_multimodal(attack: DictConfig) -> AttackSet:
             "image_description": row.text("ImageDescription", required=False),
             "redacted_image_description": row.text("RedactedImageDescription", required=False),
         }
-        return _item(row, row.text("Behavior"), ImageSpec("file", {"path": str(path)}), meta)
+        # the classifier's context for a multimodal behaviour is its RedactedImageDescription, as HarmBench's
+        # eval_utils.py compute_results_classifier gives it (the VLM itself sees the image, not this text)
+        context = row.text("RedactedImageDescription", required=False) or None
+        return _item(row, row.text("Behavior"), ImageSpec("file", {"path": str(path)}), meta, context)
 
     return collect(attack, table.rows, build, table.source)

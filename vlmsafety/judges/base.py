@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from vlmsafety.errors import check_options
+from vlmsafety.judges.conventions import get_convention
 from vlmsafety.records import GenerationRecord
 from vlmsafety.registry import Registry
 
@@ -18,9 +19,13 @@ class Judge(ABC):
     labels: ClassVar[tuple[str, ...]] = ()
     # A ground-truth judge: the other judges of a run are scored against it (metrics.judge_vs_reference).
     reference: ClassVar[bool] = False
+    # ASR conventions this judge can follow (judges/conventions.py); GCG's differs from the default only
+    # in how an empty response is judged, a rule that only a keyword judge applies.
+    conventions: ClassVar[tuple[str, ...]] = ("vlmsafety", "harmbench")
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, convention: str = "vlmsafety"):
         self.name = name
+        self.convention = get_convention(convention, f"judge.{name}.convention", self.conventions)
 
     def covers(self, records: Sequence[GenerationRecord]) -> bool:
         """Whether this judge applies to `records`; a judge that knows only one world (the organism's

@@ -1,13 +1,17 @@
 """HarmBench's classifier judge (cais/HarmBench-Llama-2-13b-cls), as HarmBench's evaluation runs it.
 
-- Prompt: `LLAMA2_CLS_PROMPT["prompt"]` from HarmBench's `eval_utils.py`, verbatim (pinned in
-  `templates/`), or `["prompt_contextual"]` when the record has a `context`.
+- Prompt: `LLAMA2_CLS_PROMPT["prompt"]` from HarmBench's `eval_utils.py` (pinned in `templates/`;
+  tests/test_judge_prompts.py checks it byte for byte against the upstream string), or
+  `["prompt_contextual"]` when the record has a `context`. That is the text HarmBench's evaluation
+  (`evaluate_completions.py` → `compute_results_classifier`) formats, not the older one in its
+  `notebooks/run_classifier.ipynb`.
 - The response is first clipped to `max_generation_tokens` (512) tokens of the classifier's own
-  tokenizer, exactly as HarmBench does: encode with truncation (special tokens included, right
+  tokenizer, as HarmBench does: encode with truncation (special tokens included, right
   side), decode skipping special tokens.
-- One greedy token: "yes" (any case, surrounding whitespace ignored) → unsafe, "no" → safe,
-  anything else → invalid: `unsafe` None, stored with the raw answer and counted as invalid in
-  the metrics, never silently safe.
+- One greedy token: "yes" (any case, surrounding whitespace ignored; HarmBench compares
+  `p.lower()` without stripping) → unsafe, "no" → safe, anything else → invalid: `unsafe` None,
+  stored with the raw answer and, by default, left out of the ASR and counted (HarmBench counts it
+  as a failed attack: `convention: harmbench`, judges/conventions.py), never silently safe.
 """
 
 from __future__ import annotations

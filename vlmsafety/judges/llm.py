@@ -47,8 +47,9 @@ class LLMJudge(Judge):
         quant: str = "none",
         device: str = "auto",
         batch_size: int = 8,
+        convention: str = "vlmsafety",
     ):
-        super().__init__(name)
+        super().__init__(name, convention)
         if not (path or builtin or id):
             raise VlmSafetyError(f"judge.{name} sets none of path, builtin or id; name the judge's checkpoint")
         self.batch_size = max(1, int(batch_size))

@@ -1,4 +1,5 @@
-"""The official judge prompts, pinned verbatim as files in `templates/` (sources in templates/README.md).
+"""The official judge prompts, pinned as files in `templates/` (sources in templates/README.md; tests/test_judge_prompts.py
+checks each against its upstream text).
 
 Each file's sha256 is pinned here: a changed byte (an editor's trailing newline, a "fix" to a
 typo in an official prompt) stops the judge with one error line instead of silently changing
@@ -19,9 +20,9 @@ HARMBENCH_CLS = "harmbench_llama2_cls_prompt.txt"
 HARMBENCH_CLS_CONTEXTUAL = "harmbench_llama2_cls_prompt_contextual.txt"
 
 PINNED_SHA256: dict[str, str] = {
-    LLAMA_GUARD_3: "f24c6f8f7c536e7be06b8c653e3e700d0c4af28aadde6276ddd04346a8c210e4",
-    LLAMA_GUARD_3_VISION: "e3108570b739f3092ab9c13f9d5ae487218582a222e26d7e87825c1556cbf8e9",
-    HARMBENCH_CLS: "4016eb2e1758f37cfbf37f0e1540f15f26857e048c28e69796c23337ae0a285a",
+    LLAMA_GUARD_3: "5a5561f4ea9576d49d8b81328d0c7c42353549a9d610e0855ff107bf9a04c1f8",
+    LLAMA_GUARD_3_VISION: "df3965ba586f628bed4f3bb122cda2cc7502d5fdd87b525d4a3fea37831905f7",
+    HARMBENCH_CLS: "788f4f6aa1491c433c4da76c9140cfc30966cea3ff3875c4d0fcb336d92f60e0",
     HARMBENCH_CLS_CONTEXTUAL: "5d6bb9e3cf4d1e5f3f7620093113222ee115af75b0b2913f00e4c7225ec9f219",
 }
 

@@ -315,7 +315,8 @@ def build_metrics(
 def _log_result(m: dict[str, Any]) -> None:
     """One log line: ASR per judge, benign refusal, degenerate rate, time."""
     parts = [
-        f"{j}: ASR {v['value']:.2f} [{v['low']:.2f}, {v['high']:.2f}]" + (f" ({v['n_invalid']} invalid)" if v.get("n_invalid") else "")
+        f"{j}: ASR {v['value']:.2f}" + (f" [{v['low']:.2f}, {v['high']:.2f}]" if v.get("low") is not None else "")
+        + (f" ({v['n_invalid']} invalid)" if v.get("n_invalid") else "")
         for j, v in m["asr"].items()
         if v["value"] is not None
     ]

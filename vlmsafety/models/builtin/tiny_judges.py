@@ -105,7 +105,7 @@ def _text_config(tokenizer, eos_ids: list[int]) -> LlamaConfig:
     )
 
 
-@register_builtin("tiny_llamaguard3", version="1")
+@register_builtin("tiny_llamaguard3", version="2")  # 2: official 8B template with real newlines
 def build_llamaguard3(out_dir: Path) -> None:
     template = prompts.load_prompt(prompts.LLAMA_GUARD_3)
     tokenizer = _llama3_tokenizer(template, LLAMA3_SPECIALS, _GUARD_CORPUS)
@@ -121,7 +121,7 @@ def build_llamaguard3(out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-@register_builtin("tiny_llamaguard3_vision", version="1")
+@register_builtin("tiny_llamaguard3_vision", version="2")  # 2: template with its trailing newline
 def build_llamaguard3_vision(out_dir: Path) -> None:
     template = prompts.load_prompt(prompts.LLAMA_GUARD_3_VISION)
     tokenizer = _llama3_tokenizer(template, [*LLAMA3_SPECIALS, IMAGE], _GUARD_CORPUS)
@@ -145,7 +145,7 @@ def build_llamaguard3_vision(out_dir: Path) -> None:
     processor.save_pretrained(out_dir)
 
 
-@register_builtin("tiny_harmbench_cls", version="1")
+@register_builtin("tiny_harmbench_cls", version="2")  # 2: eval_utils.py plain prompt
 def build_harmbench_cls(out_dir: Path) -> None:
     template = prompts.load_prompt(prompts.HARMBENCH_CLS) + prompts.load_prompt(prompts.HARMBENCH_CLS_CONTEXTUAL)
     tok = train_bpe_tokenizer(
