@@ -1,0 +1,179 @@
+"""report.html of a sweep (issue 17): parses as HTML, one figure per judge, one browser row per prompt with one
+cell per layer, no external URL, and the same numbers as summary.csv; the console gets one line per job."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from test_pipeline import run_cli
+
+from vlmsafety.job_lines import job_line, swept_keys
+from vlmsafety.ui import DETAIL, ConsoleHandler
+
+
+class Page(HTMLParser):
+    """The parts of report.html the tests read: figures, response rows and cells, the CSV tables, every URL."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.figures: list[str] = []
+        self.rows: list[dict] = []  # {"cat":..., "cells": [{"o":..., "text":...}]}
+        self.csv: dict[str, list[list[str]]] = {}
+        self.urls: list[str] = []
+        self.stack: list[str] = []
+        self._cell: dict | None = None
+        self._csv: str | None = None
+        self._csv_row: list[str] | None = None
+        self._td: list[str] | None = None
+        self._in_figure = False
+        self.errors: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.urls += [v for k, v in attrs if k in ("src", "href", "action", "poster", "data") and v]
+        if tag not in ("img", "meta", "input", "br"):
+            self.stack.append(tag)
+        if tag == "figure" and "plot" in a.get("class", ""):
+            self._in_figure = True
+        elif tag == "img" and self._in_figure:
+            self.figures.append(a.get("alt", ""))
+        elif tag == "tr" and "prompt-row" in a.get("class", ""):
+            self.rows.append({"cat": a["data-cat"], "harm": a["data-harm"], "cells": []})
+        elif tag == "td" and "resp" in (a.get("class") or "").split():
+            self._cell = {"o": a.get("data-o"), "class": a.get("class"), "text": ""}
+            self.rows[-1]["cells"].append(self._cell)
+        elif tag == "table" and a.get("data-csv"):
+            self._csv = a["data-csv"]
+            self.csv[self._csv] = []
+        elif tag == "tr" and self._csv:
+            self._csv_row = []
+            self.csv[self._csv].append(self._csv_row)
+        elif tag in ("td", "th") and self._csv_row is not None:
+            self._td = []
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes <{self.stack[-1] if self.stack else None}>")
+        else:
+            self.stack.pop()
+        if tag == "figure":
+            self._in_figure = False
+        elif tag == "td" and self._cell is not None:
+            self._cell = None
+        elif tag in ("td", "th") and self._td is not None and self._csv_row is not None:
+            self._csv_row.append("".join(self._td))
+            self._td = None
+        elif tag == "table":
+            self._csv = self._csv_row = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell["text"] += data
+        if self._td is not None:
+            self._td.append(data)
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory):
+    """The brief's small sweep: tiny_llava on the builtin set, keyword judge, 4 prompts, layers 0 and 23."""
+    sweep = tmp_path_factory.mktemp("report") / "sweep"
+    p = run_cli("-m", "model=tiny_llava", "attack=builtin", "judge=[keyword]", "limit=4", "max_new_tokens=4",
+                "layer=0,23", "threads=1", f"hydra.sweep.dir={sweep}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    return sweep, p
+
+
+@pytest.mark.slow
+def test_report_of_a_small_sweep(tiny_sweep):
+    sweep, _ = tiny_sweep
+    text = (sweep / "report.html").read_text(encoding="utf-8")
+    page = Page()
+    page.feed(text)
+    page.close()
+    assert text.startswith("<!DOCTYPE html>") and page.errors == [] and page.stack == []
+
+    assert page.figures == ["ASR by layer — keyword"]  # one figure per judge
+    jobs = [sweep / "0", sweep / "1"]
+    records = [[json.loads(line) for line in (job / "generations.jsonl").read_text().splitlines()] for job in jobs]
+    assert len(page.rows) == 4 and all(len(r["cells"]) == 2 for r in page.rows)  # one row per prompt, one cell per layer
+    for i, row in enumerate(page.rows):  # each cell is that layer's response, coloured by its verdict's outcome
+        for cell, recs in zip(row["cells"], records, strict=True):
+            assert cell["text"] == recs[i]["response"]
+            assert cell["o"] == recs[i]["verdicts"]["keyword"]["outcome"]
+        assert row["cat"] == records[0][i]["category"]
+
+    # every URL is a data URI or a link inside the page; no address anywhere
+    assert all(u.startswith(("data:image/png;base64,", "#")) for u in page.urls), page.urls
+    bare = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text)  # base64 may spell "//x" by chance
+    assert not re.search(r"https?:|//[a-z]", bare), "the report names an external address"
+
+    # the summary table holds summary.csv as written
+    with open(sweep / "summary.csv", newline="") as f:
+        assert page.csv["summary.csv"] == list(csv.reader(f))
+
+
+@pytest.mark.slow
+def test_sweep_console_says_one_line_per_job_and_ends_with_the_report(tiny_sweep):
+    sweep, p = tiny_sweep
+    lines = p.stderr.splitlines()
+    job_lines = [line for line in lines if re.match(r"^\d\d:\d\d:\d\d INFO #\d+ layer=", line)]
+    assert [re.search(r"#\d+ layer=\d+", line).group() for line in job_lines] == ["#0 layer=0", "#1 layer=23"]
+    m = json.loads((sweep / "1" / "metrics.json").read_text())
+    asr = m["asr"]["keyword"]
+    assert f"keyword {asr['value']:.2f} [{asr['low']:.2f},{asr['high']:.2f}]" in job_lines[1]
+    # the per-layer details are in the job's run.log, not on the console
+    assert "attack builtin" in (sweep / "1" / "run.log").read_text() and not any("attack builtin" in ln for ln in lines)
+    assert lines[-2:] == [f"html: {sweep / 'report.html'}", f"open the report: {(sweep / 'report.html').resolve().as_uri()}"]
+
+
+def test_job_line_of_an_eval_a_skipped_and_a_failed_job():
+    m = {"status": "complete", "task": "eval", "layer": 3, "asr": {"keyword": {"value": 0.375, "low": 0.3, "high": 0.47}},
+         "degenerate": {"harmful": {"value": 0.01}}, "job_key": "abc", "finished_at": "2026-01-01T00:00:00.000+00:00"}
+    assert job_line(3, ["layer=3"], m, 0.44) == "#3 layer=3 · keyword 0.38 [0.30,0.47] · degen. 0.01 · 0.4s"
+    import datetime as dt
+
+    later = dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)
+    assert job_line(3, ["layer=3"], m, 0.1, later) == "#3 layer=3 · skipping: already complete with job key abc"
+    assert job_line(3, ["layer=3"], {"status": "failed", "error": "x"}, 0.1) is None  # its error line is printed already
+    assert swept_keys(["layer=range(0,25)", "threads=1", "unlearn=textual,multimodal"]) == ["layer", "unlearn"]
+
+
+def test_console_lines_are_unwrapped_off_a_terminal_and_details_stay_in_the_file():
+    out = io.StringIO()
+    handler = ConsoleHandler(console=Console(file=out, width=40, force_terminal=False))
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("test_report_html.console")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        message = " ".join(["a long message"] * 10)
+        logger.warning("%s", message)
+        logger.info("only for run.log", extra=DETAIL)
+    finally:
+        logger.removeHandler(handler)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and re.fullmatch(r"\d\d:\d\d:\d\d WARNING (.*)", lines[0]).group(1) == message
+
+
+def test_report_names_no_secret_config(tmp_path: Path):
+    """Provenance lists chosen settings, never the resolved config (which may hold paths or keys)."""
+    import pandas as pd
+
+    from vlmsafety.report_html import provenance
+
+    job = tmp_path / "0"
+    job.mkdir()
+    (job / "metrics.json").write_text(json.dumps({
+        "status": "complete", "model": "m", "attack": "a", "device_hours": 0.5, "gpu_hours": 0.0, "job_key": "k",
+        "config": {"seed": 0, "toxicity": {"perspective": {"api_key": "SECRET-123"}}, "judge": {"keyword": {}}},
+    }))
+    facts = provenance(tmp_path, pd.DataFrame([{"job": "0", "status": "complete", "layer": 1, "default_layer": 2}]))
+    assert "SECRET-123" not in json.dumps(facts) and facts["facts"]["device hours (all jobs)"] == "0.5000"
