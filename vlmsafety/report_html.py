@@ -168,17 +168,22 @@ def _unlearn_section(sweep_dir: Path, jobs: pd.DataFrame, thumbnails: Thumbnails
             png = report_plots.before_after(rows, judge)
             if png is not None:
                 section.figures.append(Figure(caption=f"ASR before → after — {judge}", data_uri=_data_uri(png)))
-    for _, job in jobs.iterrows():
-        job_dir = sweep_dir / str(job["job"])
-        reference = _first(read_json(m).get("reference_judge") for m in sorted((job_dir / EVAL_DIR).glob(f"*/*/layer_*/{METRICS}")))
-        attacks = sorted({p.name for phase in PHASES for p in (job_dir / EVAL_DIR / phase).glob("*") if p.is_dir()})
-        for attack in attacks:
+    for model, model_jobs in jobs.groupby("model", sort=True):
+        found = []  # (job row, its eval folder, its reference judge)
+        for _, job in model_jobs.iterrows():
+            job_dir = sweep_dir / str(job["job"])
+            metrics = sorted((job_dir / EVAL_DIR).glob(f"*/*/layer_*/{METRICS}"))
+            found.append((job, job_dir / EVAL_DIR, _first(read_json(m).get("reference_judge") for m in metrics)))
+        attacks = sorted({p.name for _, evals, _ in found for phase in PHASES for p in (evals / phase).glob("*") if p.is_dir()})
+        for attack in attacks:  # one browser per attack set: each recipe's before and after columns side by side
             columns = []
-            for phase in PHASES:
-                folders = sorted((job_dir / EVAL_DIR / phase / attack).glob("layer_*"), key=lambda p: int(p.name[6:]))
-                columns += [Column(key=f"{job['job']}/{phase}/{f.name}", label=f"{phase} · L{f.name[6:]}", folder=f) for f in folders]
-            title = f"{job['unlearn']} ({job['job']}) · {attack}"
-            section.browsers.append(build_view(title, columns, load_columns(columns), thumbnails, reference=reference))
+            for job, evals, _ in found:
+                for phase in PHASES:
+                    folders = sorted((evals / phase / attack).glob("layer_*"), key=lambda p: int(p.name[6:]))
+                    columns += [Column(key=f"{job['job']}/{EVAL_DIR}/{phase}/{attack}/{f.name}",
+                                       label=f"{job['unlearn']} · {phase} · L{f.name[6:]}", folder=f) for f in folders]
+            reference = _first(ref for _, _, ref in found)
+            section.browsers.append(build_view(f"{model} · {attack}", columns, load_columns(columns), thumbnails, reference=reference))
     return section
 
 
