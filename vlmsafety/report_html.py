@@ -36,7 +36,7 @@ class Figure:
 class Heatmap:
     judge: str
     layers: list[str]
-    rows: list[tuple[str, list[tuple[str, str, str]]]]  # (category label, [(shown value, full value, colour)])
+    rows: list[tuple[str, list[tuple[str, str, str, str]]]]  # (category, [(shown value, full value, colour, ink)])
 
 
 @dataclass
@@ -145,10 +145,11 @@ def _heatmap(g: pd.DataFrame, judge: str) -> Heatmap | None:
         cells = []
         for v in g[f"cat_{c}{suffix}"]:
             if pd.isna(v):
-                cells.append(("—", "", "transparent"))
+                cells.append(("—", "", "transparent", "inherit"))
             else:
-                r, gr, b, _ = cmap(0.08 + 0.8 * float(v)) if not benign else matplotlib.colormaps["Greens"](0.08 + 0.8 * float(v))
-                cells.append((f"{float(v):.2f}", repr(float(v)), f"rgb({int(r * 255)},{int(gr * 255)},{int(b * 255)})"))
+                r, gr, b, _ = (matplotlib.colormaps["Greens"] if benign else cmap)(0.08 + 0.8 * float(v))
+                ink = "white" if float(v) > 0.55 else "black"  # dark cells need light digits
+                cells.append((f"{float(v):.2f}", repr(float(v)), f"rgb({int(r * 255)},{int(gr * 255)},{int(b * 255)})", ink))
         rows.append((f"{c} (answered)" if benign else c, cells))
     return Heatmap(judge=judge, layers=[layer_cell(r) for _, r in g.iterrows()], rows=rows)
 
