@@ -115,9 +115,30 @@ def test_report_of_a_small_sweep(tiny_sweep):
     bare = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text)  # base64 may spell "//x" by chance
     assert not re.search(r"https?:|//[a-z]", bare), "the report names an external address"
 
-    # the summary table holds summary.csv as written
+    # the summary table holds summary.csv as written, and the heatmap its per-category values
     with open(sweep / "summary.csv", newline="") as f:
-        assert page.csv["summary.csv"] == list(csv.reader(f))
+        rows = list(csv.reader(f))
+    assert page.csv["summary.csv"] == rows
+    header, values = rows[0], rows[1:]
+    heat = re.search(r'<table class="heatmap">.*?<tbody>(.*?)</tbody>', text, re.S).group(1)
+    cats = re.findall(r"<tr><th>([^<]*)</th>", heat)
+    cells = [float(v) for v in re.findall(r'title="([^"]+)"', heat)]
+    expected = [float(r[header.index(f"cat_{c.removesuffix(' (answered)')}_unsafe_keyword")]) for c in cats for r in values]
+    assert cats and cells == expected
+
+
+def test_a_job_whose_records_cannot_be_read_leaves_an_empty_column_and_says_so(tiny_sweep, tmp_path):
+    import shutil
+
+    from vlmsafety.report import collect
+    from vlmsafety.report_html import render_report
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(tiny_sweep[0], sweep)
+    (sweep / "1" / "generations.jsonl").write_text('{"id": "torn')
+    page = Page()
+    page.feed(render_report(sweep, collect(sweep)))
+    assert len(page.rows) == 4 and all([c["o"] for c in r["cells"]][1] == "" for r in page.rows)
 
 
 @pytest.mark.slow
@@ -126,6 +147,7 @@ def test_sweep_console_says_one_line_per_job_and_ends_with_the_report(tiny_sweep
     lines = p.stderr.splitlines()
     job_lines = [line for line in lines if re.match(r"^\d\d:\d\d:\d\d INFO #\d+ layer=", line)]
     assert [re.search(r"#\d+ layer=\d+", line).group() for line in job_lines] == ["#0 layer=0", "#1 layer=23"]
+    assert not any(re.search(r"#\d+ : ", line) for line in lines)  # Hydra's own line per job is replaced by ours
     m = json.loads((sweep / "1" / "metrics.json").read_text())
     asr = m["asr"]["keyword"]
     assert f"keyword {asr['value']:.2f} [{asr['low']:.2f},{asr['high']:.2f}]" in job_lines[1]

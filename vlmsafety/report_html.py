@@ -10,6 +10,7 @@ bundled from the same folder. Nothing in it is fetched from anywhere.
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +19,12 @@ from typing import Any
 import pandas as pd
 
 from vlmsafety import report_plots
+from vlmsafety.errors import VlmSafetyError
 from vlmsafety.records import METRICS, GenerationRecord, read_json, write_text_atomic
 from vlmsafety.report_browser import BrowserView, Column, Thumbnails, build_view, load_columns
 from vlmsafety.report_tables import judges_in, layer_cell, reference_judge
+
+log = logging.getLogger(__name__)
 
 REPORT_HTML = "report.html"
 _SETTINGS = ("seed", "limit", "max_new_tokens", "do_sample", "temperature", "top_p", "batch_size", "device", "threads")
@@ -48,6 +52,7 @@ class Section:
     figures: list[Figure] = field(default_factory=list)
     heatmaps: list[Heatmap] = field(default_factory=list)
     browsers: list[BrowserView] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # records that could not be read (shown in the page)
 
 
 @dataclass
@@ -100,7 +105,7 @@ def _eval_section(sweep_dir: Path, g: pd.DataFrame, key: tuple, thumbnails: Thum
     g = g.sort_values(["layer", "job"], kind="stable")
     section = Section(title=title, anchor=_anchor(title))
     columns = [Column(key=str(r["job"]), label=layer_cell(r), folder=sweep_dir / str(r["job"])) for _, r in g.iterrows()]
-    records = load_columns(columns)
+    records = _read(columns, section)
     ref = reference_judge(g)
     layers = [int(v) for v in g["layer"]]
     for judge in judges_in(g):
@@ -112,6 +117,21 @@ def _eval_section(sweep_dir: Path, g: pd.DataFrame, key: tuple, thumbnails: Thum
             section.heatmaps.append(heat)
     section.browsers.append(build_view(title, columns, records, thumbnails, reference=ref))
     return section
+
+
+def _read(columns: list[Column], section: Section) -> list[dict[str, GenerationRecord]]:
+    """The columns' records; a job whose generations.jsonl cannot be read gets an empty column, and the page
+    and the console say which (the summary tables and figures come from metrics.json and stay whole)."""
+    out = []
+    for col in columns:
+        try:
+            out += load_columns([col])
+        except (OSError, ValueError, TypeError, VlmSafetyError) as e:
+            problem = f"{col.folder}: generations.jsonl cannot be read ({e}); its column of the response browser is empty"
+            log.warning("report.html: %s", problem)
+            section.problems.append(problem)
+            out.append({})
+    return out
 
 
 def _category_curves(records: list[dict[str, GenerationRecord]], layers: list[int], judge: str) -> list[report_plots.CategoryCurve]:
@@ -184,7 +204,7 @@ def _unlearn_section(sweep_dir: Path, jobs: pd.DataFrame, thumbnails: Thumbnails
                     columns += [Column(key=f"{job['job']}/{EVAL_DIR}/{phase}/{attack}/{f.name}",
                                        label=f"{job['unlearn']} · {phase} · L{f.name[6:]}", folder=f) for f in folders]
             reference = _first(ref for _, _, ref in found)
-            section.browsers.append(build_view(f"{model} · {attack}", columns, load_columns(columns), thumbnails, reference=reference))
+            section.browsers.append(build_view(f"{model} · {attack}", columns, _read(columns, section), thumbnails, reference=reference))
     return section
 
 
