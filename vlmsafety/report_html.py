@@ -205,6 +205,7 @@ def _unlearn_section(sweep_dir: Path, jobs: pd.DataFrame, thumbnails: Thumbnails
                                        label=f"{job['unlearn']} · {phase} · L{f.name[6:]}", folder=f) for f in folders]
             reference = _first(ref for _, _, ref in found)
             section.browsers.append(build_view(f"{model} · {attack}", columns, _read(columns, section), thumbnails, reference=reference))
+    section.browsers.sort(key=lambda b: not any(r.harmful for r in b.rows))  # attack sets before benign sets
     return section
 
 

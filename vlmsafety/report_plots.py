@@ -96,17 +96,43 @@ def before_after(rows: pd.DataFrame, judge: str) -> bytes | None:
     rows = rows[rows[b].notna() | rows[a].notna()]
     if rows.empty:
         return None
+    if rows["layer"].nunique() > 1:
+        return _before_after_by_layer(rows, judge)
     plt = _pyplot()
     labels = [f"{r['unlearn']}\n{r['attack']} · {r['part']}" for _, r in rows.iterrows()]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(rows) + 2), 4.2), dpi=FIG_DPI)
     pos = list(range(len(rows)))
-    ax.bar([p - 0.2 for p in pos], rows[b].astype(float).fillna(0), width=0.4, color="tab:red", alpha=0.5, label="before")
-    ax.bar([p + 0.2 for p in pos], rows[a].astype(float).fillna(0), width=0.4, color="tab:blue", label="after")
+    bars_b = ax.bar([p - 0.2 for p in pos], rows[b].astype(float).fillna(0), width=0.4, color="tab:red", alpha=0.5, label="before")
+    bars_a = ax.bar([p + 0.2 for p in pos], rows[a].astype(float).fillna(0), width=0.4, color="tab:blue", label="after")
+    for bars in (bars_b, bars_a):  # a zero-height bar is still a number worth reading
+        ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1)
     ax.set_xticks(pos, labels, fontsize=6, rotation=60, ha="right")
     ax.set_ylabel(f"ASR ({judge})")
     ax.set_ylim(0, 1.02)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(f"ASR before → after unlearning — judge {judge}", fontsize=9)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _before_after_by_layer(rows: pd.DataFrame, judge: str) -> bytes:
+    """Unlearning evaluated at several layers: per recipe × attack set × part, ASR by layer before (dashed)
+    and after (solid) in one colour."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=FIG_DPI)
+    for (recipe, attack, part), g in rows.groupby(["unlearn", "attack", "part"], sort=True):
+        g = g.sort_values("layer")
+        (line,) = ax.plot(g["layer"], g[f"asr_{judge}_after"].astype(float), marker=".", ms=3, label=f"{recipe} · {attack} · {part}")
+        ax.plot(g["layer"], g[f"asr_{judge}_before"].astype(float), ls="--", lw=1, color=line.get_color())
+    default = rows["default_layer"].dropna() if "default_layer" in rows else pd.Series(dtype=float)
+    if len(default):
+        ax.axvline(float(default.iloc[0]), color="black", ls=":", lw=1)
+    ax.set_xlabel("vision layer")
+    ax.set_ylabel(f"ASR ({judge})")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title(f"ASR before (dashed) → after (solid) unlearning — judge {judge}", fontsize=9)
     fig.tight_layout()
     return _png(fig)
