@@ -168,6 +168,18 @@ def test_job_line_of_an_eval_a_skipped_and_a_failed_job():
     assert swept_keys(["layer=range(0,25)", "threads=1", "unlearn=textual,multimodal"]) == ["layer", "unlearn"]
 
 
+def test_job_line_of_an_unlearn_job_evaluated_at_every_layer_names_one():
+    def part(asr):
+        return {"text": {"n_harmful": 2, "asr": {"organism_oracle": asr}}}
+
+    rows = [{"attack": "organism_text", "layer": layer, "default_layer": 23, "reference_judge": "organism_oracle",
+             "before": part(0.5), "after": part(0.25 if layer == 23 else 1.0), "collapse": []} for layer in range(25)]
+    m = {"status": "complete", "task": "unlearn", "unlearn": "textual", "results": rows}
+    assert job_line(0, ["unlearn=textual"], m, 2.0) == (
+        "#0 unlearn=textual · organism_oracle ASR before→after at layer 23 (of 25 evaluated): "
+        "organism_text/text 0.50→0.25 · 2.0s")
+
+
 def test_console_lines_are_unwrapped_off_a_terminal_and_details_stay_in_the_file():
     out = io.StringIO()
     handler = ConsoleHandler(console=Console(file=out, width=40, force_terminal=False))

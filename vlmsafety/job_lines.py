@@ -74,6 +74,12 @@ def layers_summary(ms: list[dict[str, Any]]) -> str:
 def unlearn_summary(m: dict[str, Any], show_name: bool = True) -> str:
     """`unlearn textual · organism_oracle ASR before→after: organism_text/text 0.00→0.00, ...`."""
     rows = m.get("results") or []
+    layers = list(dict.fromkeys(r["layer"] for r in rows))
+    scope = ""
+    if len(layers) > 1:  # one layer on the console (the trained default's if evaluated); the tables show all
+        shown = next((r["layer"] for r in rows if r["layer"] == r.get("default_layer")), layers[0])
+        rows = [r for r in rows if r["layer"] == shown]
+        scope = f" at layer {shown} (of {len(layers)} evaluated)"
     judge = next((r.get("reference_judge") for r in rows if r.get("reference_judge")), None)
     parts = []
     for r in rows:
@@ -86,7 +92,7 @@ def unlearn_summary(m: dict[str, Any], show_name: bool = True) -> str:
             parts.append(f"{r['attack']}/{part} {before}→{_num(a['asr'].get(judge))}")
     collapse = sum(bool(r.get("collapse")) for r in rows)
     name = f"unlearn {m.get('unlearn')}" if show_name else ""
-    text = " · ".join(p for p in (name, f"{judge} ASR before→after: " + ", ".join(parts) if parts else "") if p)
+    text = " · ".join(p for p in (name, f"{judge} ASR before→after{scope}: " + ", ".join(parts) if parts else "") if p)
     return text + (f" · COLLAPSE in {collapse} row(s)" if collapse else "")
 
 
