@@ -212,12 +212,13 @@ def _unlearn_section(sweep_dir: Path, jobs: pd.DataFrame, thumbnails: Thumbnails
 def provenance(sweep_dir: Path, df: pd.DataFrame) -> dict[str, Any]:
     """What ran, where and at what cost: from the jobs' metrics.json (never the whole config: it may name
     paths a reader need not see, and a secret must never reach a file)."""
-    metrics = []
+    metrics = []  # one per summary row ({} where metrics.json cannot be read: the summary lists that job too)
     for job in df["job"]:
         try:
-            metrics.append((str(job), read_json(sweep_dir / str(job) / METRICS)))
+            m = read_json(sweep_dir / str(job) / METRICS)
         except (OSError, ValueError):
-            continue
+            m = {}
+        metrics.append((str(job), m if isinstance(m, dict) else {}))
     first = next((m for _, m in metrics if m.get("status") == "complete"), metrics[0][1] if metrics else {})
     cfg = first.get("config") or {}
     hours = [_hours(m.get("device_hours")) for _, m in metrics]
@@ -238,7 +239,7 @@ def provenance(sweep_dir: Path, df: pd.DataFrame) -> dict[str, Any]:
     }
     versions = first.get("versions") or {}
     keys = [(job, str(m.get("job_key", "")), str(m.get("status", "")), layer_cell(r))
-            for (job, m), (_, r) in zip(metrics, df.iterrows(), strict=False)]
+            for (job, m), (_, r) in zip(metrics, df.iterrows(), strict=True)]
     return {"facts": facts, "versions": versions, "job_keys": keys}
 
 
