@@ -127,6 +127,18 @@ def test_report_of_a_small_sweep(tiny_sweep):
     assert cats and cells == expected
 
 
+def test_a_browser_past_its_cell_budget_shows_the_first_prompts_and_says_so(tiny_sweep, monkeypatch):
+    from vlmsafety import report_browser
+    from vlmsafety.report import collect
+    from vlmsafety.report_html import render_report
+
+    monkeypatch.setattr(report_browser, "MAX_CELLS", 6)  # 2 layers: 3 of the 4 prompts
+    text = render_report(tiny_sweep[0], collect(tiny_sweep[0]))
+    page = Page()
+    page.feed(text)
+    assert len(page.rows) == 3 and "shows the first 3 of 4 prompts" in text
+
+
 def test_a_job_whose_records_cannot_be_read_leaves_an_empty_column_and_says_so(tiny_sweep, tmp_path):
     import shutil
 
@@ -165,6 +177,8 @@ def test_job_line_of_an_eval_a_skipped_and_a_failed_job():
     later = dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)
     assert job_line(3, ["layer=3"], m, 0.1, later) == "#3 layer=3 · skipping: already complete with job key abc"
     assert job_line(3, ["layer=3"], {"status": "failed", "error": "x"}, 0.1) is None  # its error line is printed already
+    layers = {"0": {**m, "layer": 0, "asr": {"keyword": {"value": 0.5, "low": 0.1, "high": 0.9}}}, "3": m}
+    assert job_line(None, [], layers, 1.0) == "ASR keyword by layer 0:0.50 3:0.38 · 1.0s"  # a layers=[...] job
     assert swept_keys(["layer=range(0,25)", "threads=1", "unlearn=textual,multimodal"]) == ["layer", "unlearn"]
 
 

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 THUMB_PX = 64
 MAX_CELL_CHARS = 600  # a long response is cut in the page (the full text stays in generations.jsonl)
+# Prompts × columns one browser shows at most (make run: 255 × 25 = 6,375): keeps a report of a large
+# public set under ~15 MB; the rows past it are named in the page, their responses stay in generations.jsonl
+MAX_CELLS = 20_000
 OUTCOMES = ("refusal", "compliance", "degenerate")
 
 
@@ -66,6 +69,7 @@ class BrowserView:
     judges: list[str]
     columns: list[Column]
     rows: list[Row]
+    total_rows: int  # prompts in the columns' records (rows holds the first MAX_CELLS // columns of them)
 
 
 def load_columns(columns: Sequence[Column]) -> list[dict[str, GenerationRecord]]:
@@ -93,14 +97,15 @@ def build_view(
             order.setdefault(rid, r)
     judges = list(dict.fromkeys(j for by_id in records for r in by_id.values() for j in r.verdicts))
     primary = reference if reference in judges else (judges[0] if judges else None)
+    keep = list(order.items())[: max(1, MAX_CELLS // max(1, len(columns)))]
     rows = []
-    for rid, first in order.items():
+    for rid, first in keep:
         thumb, note = thumbnails.get(first.image)
         row = Row(id=rid, category=first.category, harmful=bool(first.harmful), behavior=first.behavior,
                   prompt=first.prompt, target=first.target, thumbnail=thumb, image_note=note)
         row.cells = [_cell(by_id.get(rid), primary) for by_id in records]
         rows.append(row)
-    return BrowserView(title=title, judge=primary, judges=judges, columns=list(columns), rows=rows)
+    return BrowserView(title=title, judge=primary, judges=judges, columns=list(columns), rows=rows, total_rows=len(order))
 
 
 def _cell(r: GenerationRecord | None, primary: str | None) -> Cell:

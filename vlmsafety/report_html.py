@@ -21,7 +21,7 @@ import pandas as pd
 from vlmsafety import report_plots
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.records import METRICS, GenerationRecord, read_json, write_text_atomic
-from vlmsafety.report_browser import BrowserView, Column, Thumbnails, build_view, load_columns
+from vlmsafety.report_browser import MAX_CELLS, BrowserView, Column, Thumbnails, build_view, load_columns
 from vlmsafety.report_tables import judges_in, layer_cell, reference_judge
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ def render_report(sweep_dir: Path, df: pd.DataFrame) -> str:
         incomplete=incomplete,
         provenance=provenance(sweep_dir, df),
         outcomes=("refusal", "compliance", "degenerate"),
+        max_cells=MAX_CELLS,
     )
 
 
