@@ -4,6 +4,7 @@ Read from the jobs' `generations.jsonl`. Each cell carries the response and its 
 primary judge (the ground-truth judge when one ran, else the first): refusal, compliance or degenerate;
 on a harmful prompt, judges whose unsafe verdicts differ mark the cell. Thumbnails are re-rendered from
 the records' image specs and shown only when the pixels still hash to the recorded sha256.
+A ground-truth judge's `degenerate` label colours its cell degenerate (as the summary counts it).
 """
 
 from __future__ import annotations
@@ -112,7 +113,9 @@ def _cell(r: GenerationRecord | None, primary: str | None) -> Cell:
     if r is None:
         return Cell(outcome="")
     verdict = (r.verdicts.get(primary) or {}) if primary else {}
-    outcome = verdict.get("outcome") or ("degenerate" if r.degenerate else "")
+    # a ground-truth judge's own `degenerate` label (e.g. an answer to another request, which the text
+    # heuristic behind `outcome` cannot see) is what the summary's degenerate share counts: colour it so
+    outcome = "degenerate" if verdict.get("label") == "degenerate" else verdict.get("outcome") or ("degenerate" if r.degenerate else "")
     unsafe = {j: v.get("unsafe") for j, v in r.verdicts.items() if v.get("unsafe") is not None}
     text = r.response
     cut = len(text) > MAX_CELL_CHARS
