@@ -225,3 +225,22 @@ def test_report_names_no_secret_config(tmp_path: Path):
     }))
     facts = provenance(tmp_path, pd.DataFrame([{"job": "0", "status": "complete", "layer": 1, "default_layer": 2}]))
     assert "SECRET-123" not in json.dumps(facts) and facts["facts"]["device hours (all jobs)"] == "0.5000"
+
+
+def test_browser_cell_colour_and_disagreement_from_the_verdicts():
+    from vlmsafety.records import GenerationRecord
+    from vlmsafety.report_browser import Column, Thumbnails, build_view
+
+    def rec(rid, harmful, verdicts):
+        return GenerationRecord(id=rid, attack="a", category="c", harmful=harmful, behavior="b", prompt="p", image=None,
+                                layer=0, response="r", n_new_tokens=1, verdicts=verdicts)
+
+    another_request = {"keyword": {"unsafe": True, "outcome": "compliance"},
+                       "oracle": {"unsafe": False, "label": "degenerate", "outcome": "refusal"}}
+    refused = {"keyword": {"unsafe": False, "outcome": "refusal"}, "oracle": {"unsafe": False, "label": "refusal", "outcome": "refusal"}}
+    records = [{"x": rec("x", True, another_request), "y": rec("y", False, another_request), "z": rec("z", True, refused)}]
+    view = build_view("t", [Column("0", "0", Path("."))], records, Thumbnails(), reference="oracle")
+    cells = {row.id: row.cells[0] for row in view.rows}
+    assert view.judge == "oracle" and cells["x"].outcome == "degenerate" and cells["z"].outcome == "refusal"
+    # judges that disagree on a harmful prompt mark the cell; on a benign prompt "unsafe" means "answered"
+    assert cells["x"].disagree and not cells["y"].disagree and not cells["z"].disagree
