@@ -12,7 +12,7 @@ BATCH ?= 64
 RECIPES ?= textual,multimodal
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test organism sweep-layers unlearn report score bench lint clean
+.PHONY: help setup run test organism sweep-layers unlearn report score bench lint check-report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ score: $(STAMP)  ## re-judge a run without generating: make score RUN=multirun_o
 
 bench: $(STAMP)  ## benchmarks (< 10 min): sweep cost, batched generation, unlearning steps; prints tables, writes docs/PERFORMANCE.md
 	$(PY) -m benchmarks
+
+check-report: $(STAMP)  ## render make run's report.html in headless Chromium (installs Debian's chromium; root), screenshot + console check
+	scripts/check_report_browser.sh
 
 lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check vlmsafety tests benchmarks run.py

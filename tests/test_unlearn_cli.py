@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 from test_pipeline import run_cli
+from test_report_html import Page
 
 pytestmark = pytest.mark.slow
 
@@ -60,6 +62,19 @@ def test_textual_and_multimodal_in_one_process_each_from_the_clean_base(tmp_path
     assert float(costs["multimodal"]["train_flops_vs_textual"]) > 1.0
     out = p.stderr + p.stdout
     assert "Unlearning: safety before → after" in out and "judged by organism_oracle" in out and "Unlearning cost" in out
+    # one console line per job (the per-phase details are in run.log)
+    assert len([line for line in p.stderr.splitlines() if re.search(r" INFO #\d unlearn=\w+ · organism_oracle ASR before→after", line)]) == 2
+
+    # report.html: before → after figures per judge, and per attack set a browser with each recipe's before and after
+    page = Page()
+    page.feed((sweep / "report.html").read_text(encoding="utf-8"))
+    assert page.errors == [] and "ASR before → after — organism_oracle" in page.figures
+    assert len(page.rows) == 6 and all(len(r["cells"]) == 4 for r in page.rows)
+    for k, attack in enumerate(("organism_text", "organism_typo")):
+        columns = [[json.loads(line)["response"] for line in (job / "eval" / phase / attack / "layer_23" / "generations.jsonl").read_text().splitlines()]
+                   for job in (jobs[1], jobs[0]) for phase in ("before", "after")]  # recipes in name order
+        for i in range(3):
+            assert [c["text"] for c in page.rows[3 * k + i]["cells"]] == [col[i] for col in columns]
 
 
 def test_unlearn_without_a_recipe_or_with_a_bad_one_says_so(tmp_path):

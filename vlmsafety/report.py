@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from vlmsafety import paper_aggregate
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.records import METRICS, read_json, write_bytes_atomic, write_text_atomic
+from vlmsafety.report_html import write_report_html
 from vlmsafety.report_tables import agreement_table, judges_in, reference_table, summary_table
 from vlmsafety.ui import console
 
@@ -153,6 +154,7 @@ def write_summary(sweep_dir: str | Path, show: bool = True) -> dict[str, Path]:
         if not results.empty:
             tables.extend(unlearn_summary.results_tables(results))
         tables.append(unlearn_summary.cost_table(costs))
+    paths["html"] = write_report_html(sweep_dir, df)
     if show:
         for table in tables:
             if table is not None:
@@ -164,7 +166,8 @@ def write_summary(sweep_dir: str | Path, show: bool = True) -> dict[str, Path]:
                 error = r["error"] if isinstance(r.get("error"), str) else "(no error recorded: killed or still running)"
                 console.print(f"  {r['job']} ({r['status']}): {error}", markup=False, highlight=False, soft_wrap=True)
         for kind, path in paths.items():
-            console.print(f"{kind}: {path}")
+            console.print(f"{kind}: {path}", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"open the report: {paths['html'].resolve().as_uri()}", markup=False, highlight=False, soft_wrap=True)
     return paths
 
 

@@ -23,6 +23,7 @@ from vlmsafety.metrics import (
 )
 from vlmsafety.records import GenerationRecord
 from vlmsafety.toxicity import ToxicityScorer
+from vlmsafety.ui import DETAIL
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def covering(judges: Sequence[Judge], records: Sequence[GenerationRecord]) -> li
             kept.append(judge)
         else:
             log.info("judge %s does not apply to attack %s and is left out of this job", judge.name,
-                     records[0].attack if records else "?")
+                     records[0].attack if records else "?", extra=DETAIL)
     return kept
 
 

@@ -31,7 +31,7 @@ from vlmsafety.records import GENERATIONS, METRICS, GenerationRecord, write_json
 from vlmsafety.report import write_summary
 from vlmsafety.scoring import apply_judges, apply_scorers, covering, judging_metrics
 from vlmsafety.tasks import register_task
-from vlmsafety.ui import progress
+from vlmsafety.ui import DETAIL, progress
 from vlmsafety.worker import Worker, get_worker
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def run_job(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     key = jobs.job_key(cfg)
     resume = bool(cfg.get("resume", True))
     if resume and (done := jobs.completed(out_dir, key)) is not None:
-        log.info("skipping %s: already complete with job key %s (resume=true)", out_dir, key)
+        log.info("skipping %s: already complete with job key %s (resume=true)", out_dir, key, extra=DETAIL)
         return done
     previous = jobs.read_metrics(out_dir)
     resumable = resume and previous is not None and previous.get("job_key") == key
@@ -114,7 +114,7 @@ def run_job(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     log.info(
         "%s · layer %d/%d%s · attack %s (%d harmful, %d benign) · %s",
         cfg.model.name, layer, adapter.num_layers, " (trained default)" if layer == adapter.default_layer else "",
-        cfg.attack.name, n_harmful, len(items) - n_harmful, environment.device_description(device),
+        cfg.attack.name, n_harmful, len(items) - n_harmful, environment.device_description(device), extra=DETAIL,
     )
 
     # judges and scorers load before generating, so that a missing key or checkpoint fails fast
@@ -324,7 +324,8 @@ def _log_result(m: dict[str, Any]) -> None:
     degenerate = (m.get("degenerate") or {}).get("harmful", {}).get("value")
     if degenerate:
         parts.append(f"degenerate {degenerate:.2f}")
-    log.info("layer %d · %s · %.1fs", m["layer"], " · ".join(parts) or "no judged items", m["timings_s"]["total"])
+    # run.log only: the console gets one line per job (vlmsafety.job_lines), not one per evaluation
+    log.info("layer %d · %s · %.1fs", m["layer"], " · ".join(parts) or "no judged items", m["timings_s"]["total"], extra=DETAIL)
 
 
 @contextmanager

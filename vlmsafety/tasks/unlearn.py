@@ -28,6 +28,7 @@ from vlmsafety.models.base import FamilyAdapter
 from vlmsafety.records import METRICS, write_json_atomic
 from vlmsafety.tasks import register_task
 from vlmsafety.tasks.eval import evaluate, timed
+from vlmsafety.ui import DETAIL
 from vlmsafety.unlearn.cost import cost_summary, model_sizes
 from vlmsafety.unlearn.data import build_data
 from vlmsafety.unlearn.methods import UnlearnMethod, get_method
@@ -57,6 +58,7 @@ def run_unlearn(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     log.info(
         "unlearn %s: %d harmful requests (%d to forget), %d normal + %d held out; images: %s",
         u.name, len(data.helpful), len(data.forget_examples), len(data.normal), len(data.heldout), u.data.get("image", "none"),
+        extra=DETAIL,
     )
 
     with timed(timings, "load"):
@@ -220,4 +222,4 @@ def _log_results(m: dict[str, Any]) -> None:
                 before = f"{b['asr'][judge]:.2f}→" if b and b["asr"].get(judge) is not None else ""
                 parts.append(f"{part} ASR {judge} {before}{value:.2f}" if value is not None else f"{part} ASR —")
         flags = f" · COLLAPSE: {'; '.join(row['collapse'])}" if row["collapse"] else ""
-        log.info("%s layer %d · %s%s", row["attack"], row["layer"], " · ".join(parts) or "no judged items", flags)
+        log.info("%s layer %d · %s%s", row["attack"], row["layer"], " · ".join(parts) or "no judged items", flags, extra=DETAIL)

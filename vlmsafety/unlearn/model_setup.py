@@ -26,6 +26,7 @@ import torch
 
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.models.base import FamilyAdapter
+from vlmsafety.ui import DETAIL
 from vlmsafety.unlearn.batches import Batch, forward_logits
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ def setup(adapter: FamilyAdapter, cfg: Any, needs_reference: bool) -> Trainable:
     trainable.model.train()
     log.info("unlearning trains %d parameters (%s%s%s)", trainable.n_trainable, mode,
              " on a 4-bit base = QLoRA" if getattr(model, "is_quantized", False) else "",
-             ", projector included" if projector else "")
+             ", projector included" if projector else "", extra=DETAIL)
     return trainable
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from vlmsafety.errors import VlmSafetyError
-from vlmsafety.ui import progress
+from vlmsafety.ui import DETAIL, progress
 from vlmsafety.unlearn.batches import ImageLoader, Meter
 from vlmsafety.unlearn.data import Example, UnlearnData
 from vlmsafety.unlearn.methods import LossContext, TrainBatch, UnlearnMethod
@@ -101,7 +101,7 @@ def train(
     eval_batch = int(cfg.get("eval_batch_size", 16))
 
     before = measure(trainable, measure_ctx, data, eval_batch)
-    log.info("before: %s", _fmt(before))
+    log.info("before: %s", _fmt(before), extra=DETAIL)
 
     # --- loop ---------------------------------------------------------------------------------
     stopped, step = f"reached {steps} steps", 0
@@ -139,10 +139,10 @@ def train(
                 stopped = f"forget NLL {terms['forget_nll']:.3f} reached its cap {cap:.3f} at step {step}"
                 break
     seconds = time.perf_counter() - started
-    log.info("unlearning stopped: %s", stopped)
+    log.info("unlearning stopped: %s", stopped, extra=DETAIL)
 
     after = measure(trainable, measure_ctx, data, eval_batch)
-    log.info("after: %s", _fmt(after))
+    log.info("after: %s", _fmt(after), extra=DETAIL)
 
     # --- checkpoint -----------------------------------------------------------------------------
     saved = [str(p) for p in trainable.save(out_dir)]
