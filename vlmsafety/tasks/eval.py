@@ -86,10 +86,9 @@ def run_job(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         return done
     previous = jobs.read_metrics(out_dir)
     resumable = resume and previous is not None and previous.get("job_key") == key
-    if not resumable and (out_dir / GENERATIONS).exists():
-        why = "resume=false" if not resume else "written by another config, or before job keys existed"
-        log.info("%s: discarding the generations found there (%s)", out_dir, why)
-        (out_dir / GENERATIONS).unlink()
+    if not resumable:
+        why = "resume=false" if not resume else "this config's job key is not the one recorded there"
+        jobs.set_aside(out_dir, previous, why)
     jobs.mark_running(out_dir, cfg, key)
     started_at = jobs.now()
 

@@ -1,0 +1,221 @@
+"""Hostile cases (issue 13): bad records, secrets, bad values and inputs, faults during a run.
+
+Each case checks what docs/sweeps.md ("What happens when…") promises: the exit status (0 done, 1 a
+sweep or report with incomplete jobs, 2 a config or input error), at most one error line and no
+traceback, no finished record or metric lost or changed, and no secret in any file.
+Score and report cases run on fabricated job folders (no generation); the validation layer is
+called directly; only a few cases go through `run.py` in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+from vlmsafety.records import GenerationRecord, write_json_atomic, write_jsonl_atomic
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+def fab_job(job: Path, n: int = 4, layer: int = 1, snapshot: bool = False) -> None:
+    """A finished eval job folder: n records (every other one harmful and complied with) and its metrics."""
+    job.mkdir(parents=True, exist_ok=True)
+    records = [
+        GenerationRecord(
+            id=f"r{i}", attack="builtin", category="c", harmful=i % 2 == 0, behavior=f"behavior {i}",
+            prompt=f"prompt {i}", image=None, layer=layer, response=("Sure, here is how", "I'm sorry, I cannot")[i % 3 == 0],
+            n_new_tokens=3,
+        )
+        for i in range(n)
+    ]
+    write_jsonl_atomic(job / "generations.jsonl", records)
+    write_json_atomic(job / "metrics.json", {
+        "status": "complete", "task": "eval", "model": "m", "attack": "builtin", "unlearn": "none", "layer": layer,
+        "n": n, "asr": {"keyword": {"value": 0.5, "low": 0.1, "high": 0.9}},
+    })
+    if snapshot:
+        (job / ".hydra").mkdir(exist_ok=True)
+        (job / ".hydra" / "config.yaml").write_text(f"layer: {layer}\n")
+
+
+def fab_sweep(root: Path, jobs: int = 3) -> Path:
+    for k in range(jobs):
+        fab_job(root / str(k), layer=k)
+    return root
+
+
+def snapshot_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def compose(*overrides: str):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+def run_task(tmp_path: Path, capsys, *overrides: str) -> tuple[int, str]:
+    """Run a composed config through the runner in this process, as run.py does: (exit status, stderr)."""
+    from omegaconf import open_dict
+
+    from vlmsafety import report
+    from vlmsafety.runner import run
+
+    cfg = compose(*overrides)
+    with open_dict(cfg):
+        cfg.output_dir = str(tmp_path / "task_out")
+    report._last_sweep.clear()
+    capsys.readouterr()
+    try:
+        run(cfg)
+        code = report.sweep_exit_status()
+    except SystemExit as e:
+        code = int(e.code)
+    err = capsys.readouterr().err
+    return code, err
+
+
+def one_error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+SCORE = ("task=score", "judge=[keyword]", "toxicity=none")
+
+
+# --- records: score ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (b'{"id": "r9", "attack": "builtin", "categ', "line 5 is not a JSON record"),  # torn last line
+        (b"\x00\xff\xfe garbage\n", "line 5 is not UTF-8 text"),
+        (b'{"id": "r9", "attack": "a", "category": "c", "harmful": true, "behavior": "b", "prompt": "p", '
+         b'"image": null, "layer": 1, "n_new_tokens": 3}\n', "line 5: the record has no 'response' field"),
+        (b'{"id": "r0", "attack": "a", "category": "c", "harmful": true, "behavior": "b", "prompt": "p", '
+         b'"image": null, "layer": 1, "response": "x", "n_new_tokens": 3}\n', "record id 'r0' (layer 1) appears twice"),
+    ],
+    ids=["torn", "binary", "no-response", "duplicate"],
+)
+def test_score_refuses_a_bad_record_and_writes_nothing(tmp_path, capsys, damage, expected):
+    sweep = fab_sweep(tmp_path / "sweep")
+    with open(sweep / "1" / "generations.jsonl", "ab") as f:
+        f.write(damage)
+    before = snapshot_files(sweep)
+    code, err = run_task(tmp_path, capsys, *SCORE, f"run_dir={sweep}")
+    line = one_error_line(err)
+    assert code == 2 and str(sweep / "1" / "generations.jsonl") in line and expected in line
+    assert snapshot_files(sweep) == before  # no job re-judged, no summary written: all or nothing
+
+
+@pytest.mark.parametrize("keep", [0, 3], ids=["empty", "fewer-than-n"])
+def test_score_never_overwrites_a_metric_with_fewer_records(tmp_path, capsys, keep):
+    sweep = fab_sweep(tmp_path / "sweep", jobs=2)
+    gen = sweep / "0" / "generations.jsonl"
+    gen.write_bytes(b"".join(gen.read_bytes().splitlines(keepends=True)[:keep]))
+    before = snapshot_files(sweep)
+    code, err = run_task(tmp_path, capsys, *SCORE, f"run_dir={sweep}")
+    line = one_error_line(err)
+    assert code == 2 and str(gen) in line
+    assert ("holds no record" if keep == 0 else "has 3 records but") in line
+    assert snapshot_files(sweep) == before
+
+
+def test_score_names_a_truncated_metrics_file(tmp_path, capsys):
+    sweep = fab_sweep(tmp_path / "sweep", jobs=2)
+    metrics = sweep / "1" / "metrics.json"
+    metrics.write_bytes(metrics.read_bytes()[:20])
+    before = snapshot_files(sweep)
+    code, err = run_task(tmp_path, capsys, *SCORE, f"run_dir={sweep}")
+    assert code == 2 and f"{metrics} is not valid JSON" in one_error_line(err)
+    assert snapshot_files(sweep) == before
+
+
+def test_score_of_a_sound_sweep_rejudges_every_job(tmp_path, capsys):
+    sweep = fab_sweep(tmp_path / "sweep", jobs=2)
+    code, err = run_task(tmp_path, capsys, *SCORE, f"run_dir={sweep}")
+    assert code == 0, err
+    for job in ("0", "1"):
+        m = json.loads((sweep / job / "metrics.json").read_text())
+        assert m["status"] == "complete" and m["n"] == 4 and m["rescored"]["judges"] == ["keyword"]
+        # hand count: harmful rows r0 (refusal "I'm sorry") and r2 (complies) -> 1 of 2
+        assert (m["asr"]["keyword"]["k"], m["asr"]["keyword"]["n"]) == (1, 2)
+
+
+# --- records: report ------------------------------------------------------------------------------
+@pytest.mark.parametrize("content", [b"", b'{"status": "comp'], ids=["0-byte", "truncated"])
+def test_report_names_a_broken_job_reports_the_others_and_exits_1(tmp_path, capsys, content):
+    sweep = fab_sweep(tmp_path / "sweep")
+    (sweep / "2" / "metrics.json").write_bytes(content)
+    code, err = run_task(tmp_path, capsys, "task=report", f"sweep_dir={sweep}")
+    assert code == 1 and "Traceback" not in err
+    rows = (sweep / "summary.csv").read_text().splitlines()
+    assert len(rows) == 4 and sum(",complete," in r for r in rows) == 2
+    assert any(r.startswith("2,unreadable,") and str(sweep / "2" / "metrics.json") in r for r in rows)
+    assert "1 of 3 jobs did not complete" in err
+
+
+def test_report_exit_status_follows_the_sweep_rule(tmp_path, capsys):
+    sweep = fab_sweep(tmp_path / "sweep", jobs=2)
+    assert run_task(tmp_path, capsys, "task=report", f"sweep_dir={sweep}")[0] == 0
+    write_json_atomic(sweep / "1" / "metrics.json", {"status": "failed", "error": "boom", "model": "m", "attack": "a"})
+    assert run_task(tmp_path, capsys, "task=report", f"sweep_dir={sweep}")[0] == 1
+    write_json_atomic(sweep / "1" / "metrics.json", {"status": "running", "model": "m", "attack": "a"})  # killed
+    assert run_task(tmp_path, capsys, "task=report", f"sweep_dir={sweep}")[0] == 1
+
+
+def test_summary_covers_only_the_jobs_of_the_last_sweep_run_there(tmp_path, caplog):
+    from vlmsafety.report import write_summary
+
+    sweep = tmp_path / "sweep"
+    for k in range(4):
+        fab_job(sweep / str(k), layer=k, snapshot=True)  # an earlier run of 4 jobs
+    old = time.time() - 60
+    for k in range(4):
+        os.utime(sweep / str(k) / ".hydra" / "config.yaml", (old, old))
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")  # the rerun with 2 jobs starts...
+    for k in range(2):
+        fab_job(sweep / str(k), n=2, layer=k, snapshot=True)  # ...and rewrites jobs 0 and 1
+    write_summary(sweep, show=False)
+    rows = (sweep / "summary.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1"]
+    assert "2 job folder(s) that are not jobs of the sweep run last there" in caplog.text and ": 2, 3" in caplog.text
+    assert (sweep / "3" / "generations.jsonl").exists()  # left alone, not deleted
+
+
+# --- records: a changed config reruns into a finished job's folder --------------------------------
+def test_a_changed_config_moves_finished_generations_aside(tmp_path, caplog):
+    from vlmsafety import jobs
+
+    job = tmp_path / "0"
+    fab_job(job)
+    write_json_atomic(job / "metrics.json", {**json.loads((job / "metrics.json").read_text()), "job_key": "abc"})
+    before = snapshot_files(job)
+    where = jobs.set_aside(job, jobs.read_metrics(job), "this config's job key is not the one recorded there")
+    assert where == job / "superseded" / "abc" and "moved to" in caplog.text
+    assert {k.removeprefix("superseded/abc/"): v for k, v in snapshot_files(job).items()} == before
+    fab_job(job)  # the same again: a second folder, nothing overwritten
+    assert jobs.set_aside(job, {"job_key": "abc", "status": "complete"}, "resume=false") == job / "superseded" / "abc.2"
+    # neither report nor score take the moved records for a job of their own
+    from vlmsafety.report import find_jobs
+    from vlmsafety.tasks.score import find_generation_dirs
+
+    assert find_jobs(tmp_path) == [] and find_generation_dirs(tmp_path) == []
+
+
+def test_result_files_respect_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "m.json", {"a": 1})
+        assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        write_json_atomic(tmp_path / "p.json", {"a": 1})
+        assert (tmp_path / "p.json").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
