@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
+from test_pipeline import run_cli
 
 from vlmsafety.records import GenerationRecord, write_json_atomic, write_jsonl_atomic
 
@@ -219,3 +220,61 @@ def test_result_files_respect_the_umask(tmp_path):
         assert (tmp_path / "p.json").stat().st_mode & 0o777 == 0o600
     finally:
         os.umask(old)
+
+
+# --- secrets --------------------------------------------------------------------------------------
+SECRET = "AIzaSyFAKE-not-a-real-key-0123456789abcd"
+
+
+def files_with(root: Path, needle: str) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()] if root.exists() else []
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        f"+toxicity.perspective.key={SECRET}",
+        f"toxicity.perspective.endpoint=http://127.0.0.1:9/v1/comments:analyze?key={SECRET}",
+        f"+judge.keyword.headers=Bearer {SECRET}",
+        f"data_root=https://user:{SECRET}@example.org/data",
+    ],
+    ids=["key-name", "url-query", "bearer", "url-password"],
+)
+def test_a_secret_on_the_command_line_is_refused_before_hydra_writes_anything(override):
+    from vlmsafety.cli import check_no_secrets
+    from vlmsafety.errors import VlmSafetyError
+
+    with pytest.raises(VlmSafetyError, match="secrets come from environment variables only") as e:
+        check_no_secrets(["layer=3", override])
+    assert SECRET not in str(e.value)  # the error line does not repeat it either
+
+
+def test_a_secret_override_leaves_no_file_in_the_sweep_folder(tmp_path):
+    sweep = tmp_path / "sweep"
+    p = run_cli("-m", "layer=0,1", f"toxicity.perspective.endpoint=http://x/y?key={SECRET}", f"hydra.sweep.dir={sweep}")
+    assert p.returncode == 2 and "refusing the override toxicity.perspective.endpoint" in one_error_line(p.stderr)
+    assert SECRET not in p.stdout + p.stderr and files_with(tmp_path, SECRET) == []
+
+
+def test_a_secret_in_a_config_file_is_refused_when_the_run_starts(capsys):
+    from omegaconf import OmegaConf, open_dict
+
+    from vlmsafety.credentials import SecretGuard
+
+    cfg = compose("toxicity=[perspective]")
+    with open_dict(cfg):
+        cfg.toxicity.perspective.endpoint = f"https://commentanalyzer.googleapis.com/v1?key={SECRET}"
+    with pytest.raises(SystemExit) as e:
+        SecretGuard().on_run_start(cfg)  # Hydra calls it before it saves .hydra/ (hydra/_internal/hydra.py)
+    assert e.value.code == 2 and "toxicity.perspective.endpoint" in one_error_line(capsys.readouterr().err)
+    SecretGuard().on_multirun_start(compose("toxicity=[perspective]"))  # the shipped configs pass
+    assert OmegaConf.select(cfg, "toxicity.perspective.endpoint").endswith(SECRET)
+
+
+def test_records_never_carry_a_credential(tmp_path):
+    write_json_atomic(tmp_path / "metrics.json", {
+        "config": {"endpoint": f"https://h/x?a=1&key={SECRET}#f", "api_key": SECRET, "job_key": "0123abcd"},
+        "error": f"HTTP 403 for https://u:{SECRET}@h/x", "note": f"Authorization: Bearer {SECRET}",
+    })
+    text = (tmp_path / "metrics.json").read_text()
+    assert SECRET not in text and '"job_key": "0123abcd"' in text and "https://h/x?a=1&key=[redacted]#f" in text

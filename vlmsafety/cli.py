@@ -10,27 +10,26 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from vlmsafety.credentials import is_secret_key, refusal, secret_in_value
 from vlmsafety.errors import VlmSafetyError
+
+__all__ = ["check_group_overrides", "check_no_secrets", "fast_exit", "is_secret_key"]
 
 GROUPS = ("model", "attack", "unlearn", "judge", "toxicity", "experiment")
 _SWEEP_FUNCTION = re.compile(r"^\s*(range|choice|interval|glob|tag|sort|shuffle)\(")
-_SECRET_KEY = re.compile(r"^(.*_)?(api_?key|secret|password)$|^(hf_|access_|auth_)?token$", re.IGNORECASE)
-
-
-def is_secret_key(key: str) -> bool:
-    """Whether a config key (dotted or not) names a secret: api_key, token, password, ..."""
-    return bool(_SECRET_KEY.search(key.rsplit(".", 1)[-1]))
 
 
 def check_no_secrets(argv: Sequence[str]) -> None:
-    """Refuse `...api_key=...`-like overrides before Hydra copies them into .hydra/overrides.yaml."""
+    """Refuse an override whose key names a secret or whose value looks like one (a key in a URL, a
+    bearer token), before Hydra copies it into .hydra/, multirun.yaml or a log (credentials.py)."""
     for arg in argv:
-        key = arg.split("=", 1)[0] if "=" in arg else ""
+        key, _, value = arg.partition("=")
+        if not _:
+            continue
         if is_secret_key(key):
-            raise VlmSafetyError(
-                f"refusing the override {key}=...: secrets come from environment variables only (e.g. "
-                "PERSPECTIVE_API_KEY) and are never written into a config snapshot"
-            )
+            raise VlmSafetyError(refusal(f"the override {key}=...", "its name says it holds a secret"))
+        if why := secret_in_value(value):
+            raise VlmSafetyError(refusal(f"the override {key}=...", f"its value holds {why}"))
 
 
 def check_group_overrides(argv: Sequence[str], conf_dir: Path) -> None:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vlmsafety.credentials import redact
 from vlmsafety.errors import VlmSafetyError
 
 GENERATIONS = "generations.jsonl"
@@ -93,7 +94,9 @@ def current_umask() -> int:
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+    """Write `obj` as JSON, secrets masked (credentials.redact: a key in a URL, a secret-named value)."""
+    obj = json.loads(json.dumps(obj, ensure_ascii=False, default=_json_default))  # plain JSON types first
+    write_text_atomic(path, json.dumps(redact(obj), indent=2, ensure_ascii=False) + "\n")
 
 
 def write_jsonl_atomic(path: str | Path, rows: Iterable[GenerationRecord | dict[str, Any]]) -> None:
