@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -278,3 +279,86 @@ def test_records_never_carry_a_credential(tmp_path):
     })
     text = (tmp_path / "metrics.json").read_text()
     assert SECRET not in text and '"job_key": "0123abcd"' in text and "https://h/x?a=1&key=[redacted]#f" in text
+
+
+# --- values: one validation layer, before any model load -------------------------------------------
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["layer=true"], "layer=true is not a whole number"),
+        (["seed=1.5"], "seed=1.5 is not a whole number"),
+        (["layer=3.0"], "layer=3.0 is not a whole number"),
+        (["limit=ten"], "limit=ten is not a whole number"),
+        (["seed=abc"], "seed=abc is not a whole number"),
+        (["max_new_tokens=0"], "max_new_tokens=0 must be at least 1"),
+        (["max_new_tokens=-5"], "max_new_tokens=-5 must be at least 1"),
+        (["threads=-2"], "threads=-2 must be at least 1"),
+        (["threads=0"], "threads=0 must be at least 1"),
+        (["batch_size=0"], "batch_size=0 must be at least 1"),
+        (["batch_size=-4"], "batch_size=-4 must be at least 1"),
+        (["device=tpu"], "device=tpu is not a device"),
+        (["top_p=2"], "top_p=2 must be a number in (0, 1]"),
+        (["do_sample=true", "temperature=0"], "temperature=0 with do_sample=true"),
+        (["layers=[1,2.5]"], "layers holds 2.5"),
+    ],
+)
+def test_bad_values_are_one_line(overrides, expected):
+    from vlmsafety.errors import VlmSafetyError
+    from vlmsafety.validate import check_values
+
+    with pytest.raises(VlmSafetyError) as e:
+        check_values(compose(*overrides))
+    assert str(e.value).startswith(expected)
+
+
+def test_sound_values_pass():
+    from vlmsafety.validate import check_values
+
+    for overrides in ([], ["layer=-1", "limit=4", "threads=1", "device=cpu", "do_sample=true", "temperature=0.7", "top_p=0.9"]):
+        check_values(compose(*overrides))
+
+
+@pytest.mark.parametrize(
+    "arg, expected",
+    [
+        ("lmit=8", "did you mean limit=8?"),
+        ("model.adaptr=x", "did you mean model.adapter=x?"),
+        ("toxicity.profanity.typ=x", "did you mean toxicity.profanity.type=x?"),
+        ("judge.keywrd.type=keyword", "did you mean judge.keyword.type=keyword?"),
+        ("attack.limt=3", "valid keys of attack"),
+    ],
+)
+def test_a_misspelt_key_names_the_closest_valid_one(arg, expected):
+    from vlmsafety.cli import check_group_overrides
+    from vlmsafety.errors import VlmSafetyError
+
+    with pytest.raises(VlmSafetyError, match=re.escape(expected)) as e:
+        check_group_overrides([arg], REPO / "conf")
+    assert "+" not in str(e.value).split("valid")[0]  # never suggests +key=, which Hydra would add and ignore
+
+
+def test_sound_keys_pass():
+    from vlmsafety.cli import check_group_overrides
+
+    check_group_overrides(
+        ["limit=8", "model=tiny_llava", "model.adapter=x", "attack=builtin", "judge=[keyword]", "+judge.keyword.variant=gcg",
+         "toxicity=[perspective]", "toxicity.perspective.qps=2", "unlearn=textual_npo", "unlearn.train.lr=1e-4",
+         "+new_key=1", "hydra.run.dir=x", "layer=0,1"], REPO / "conf",
+    )
+
+
+def test_every_model_yaml_has_the_same_keys():
+    from omegaconf import OmegaConf
+
+    keys = {f.stem: set(OmegaConf.load(f)) - {"defaults"} for f in (REPO / "conf" / "model").glob("*.yaml")}
+    union = set().union(*keys.values())
+    assert {name: sorted(union - k) for name, k in keys.items() if union - k} == {}
+    assert "adapter" in union  # README: `model.adapter=...` works on every model, the default one too
+
+
+def test_bad_value_and_misspelt_key_exit_2_with_one_line(tmp_path):
+    for args in (["lmit=8"], ["seed=1.5"]):
+        p = run_cli(*args, f"hydra.run.dir={tmp_path / 'run'}")
+        assert p.returncode == 2, p.stderr[-2000:]
+        one_error_line(p.stderr)
+    assert not (tmp_path / "run").exists() or not list((tmp_path / "run").rglob("metrics.json"))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from vlmsafety.credentials import is_secret_key, refusal, secret_in_value
 from vlmsafety.errors import VlmSafetyError
+from vlmsafety.validate import check_override_keys
 
 __all__ = ["check_group_overrides", "check_no_secrets", "fast_exit", "is_secret_key"]
 
@@ -33,8 +34,8 @@ def check_no_secrets(argv: Sequence[str]) -> None:
 
 
 def check_group_overrides(argv: Sequence[str], conf_dir: Path) -> None:
-    """Raise one clear line for `group=option` overrides that name an option that does not exist,
-    or for an override that would put a secret on the command line (and so into the snapshot)."""
+    """Raise one clear line for `group=option` overrides that name an option that does not exist, for
+    a key the config does not have, or for an override that would put a secret on the command line."""
     check_no_secrets(argv)
     for arg in argv:
         m = re.match(r"^[+~]{0,2}(?P<group>[a-z_]+(?:/[a-z_]+)*)=(?P<value>.*)$", arg)
@@ -51,6 +52,7 @@ def check_group_overrides(argv: Sequence[str], conf_dir: Path) -> None:
                 f"unknown {m['group']} {unknown[0]!r}; valid choices: {', '.join(valid) or '(none)'} "
                 f"(files in {conf_dir / m['group']})"
             )
+    check_override_keys(argv, conf_dir)  # a misspelt key: one line with the closest valid one (validate.py)
 
 
 def options(conf_dir: Path, group: str) -> list[str]:

@@ -19,6 +19,7 @@ from vlmsafety import jobs
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.tasks import get_task, writes_job_record
 from vlmsafety.ui import print_error
+from vlmsafety.validate import check_values
 
 log = logging.getLogger("vlmsafety")
 
@@ -46,6 +47,7 @@ def run(cfg: DictConfig) -> Any:
         out_dir = job_dir(cfg)
         out_dir.mkdir(parents=True, exist_ok=True)
         task = get_task(str(cfg.task))
+        check_values(cfg)  # a sweep's own values (layer=0,1.5) too: the callback saw the config before the sweep
         return task(cfg, out_dir)
     except Exception as e:
         line = jobs.error_line(e)
