@@ -362,3 +362,79 @@ def test_bad_value_and_misspelt_key_exit_2_with_one_line(tmp_path):
         assert p.returncode == 2, p.stderr[-2000:]
         one_error_line(p.stderr)
     assert not (tmp_path / "run").exists() or not list((tmp_path / "run").rglob("metrics.json"))
+
+
+# --- runs: Ctrl-C, a full disk, a path through a regular file -------------------------------------
+def test_ctrl_c_is_one_line_exit_130_and_the_job_stays_resumable(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "COLUMNS": "200"}
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "run.py"), "limit=40", "max_new_tokens=16", "batch_size=2", "threads=1",
+         "toxicity=none", f"hydra.run.dir={run_dir}"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    gen = run_dir / "generations.jsonl"
+    deadline = time.monotonic() + 240
+    while not (gen.exists() and gen.stat().st_size) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert one_error_line(err) == "error: interrupted; run the same command again to resume (finished jobs and batches are kept)"
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "running"
+    assert all(json.loads(line) for line in gen.read_text().splitlines())  # whole batches only
+
+
+def test_a_full_disk_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from vlmsafety.tasks import report as report_task
+
+    sweep = fab_sweep(tmp_path / "sweep", jobs=1)
+    before = snapshot_files(sweep)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(sweep / "summary.csv"))
+
+    monkeypatch.setattr(report_task, "write_summary", full)
+    code, err = run_task(tmp_path, capsys, "task=report", f"sweep_dir={sweep}")
+    assert code == 2 and "no space left on the device" in one_error_line(err) and "run the same command again" in err
+    assert snapshot_files(sweep) == before
+
+
+def test_an_output_path_under_a_regular_file_is_one_line(tmp_path):
+    from vlmsafety.errors import VlmSafetyError
+    from vlmsafety.faults import as_user_error, check_output_paths
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(VlmSafetyError, match="is a regular file, not a folder; choose another hydra.sweep.dir"):
+        check_output_paths(["-m", f"hydra.sweep.dir={blocker / 'sweep'}"])
+    check_output_paths([f"hydra.run.dir={tmp_path / 'new' / 'run'}"])  # a folder that does not exist yet is fine
+    try:  # a cache folder under a regular file fails inside the task: the runner turns it into one line
+        (blocker / "cache").mkdir(parents=True)
+    except OSError as e:
+        wrapped = RuntimeError("while building the model")
+        wrapped.__cause__ = e
+        assert "a part of the path is a regular file" in str(as_user_error(wrapped))
+    else:
+        pytest.fail("mkdir under a regular file succeeded")
+
+
+def test_perspective_offline_stops_after_a_run_of_connection_failures(monkeypatch, tmp_path):
+    from vlmsafety.errors import VlmSafetyError
+    from vlmsafety.toxicity import build_scorer
+
+    monkeypatch.setenv("PERSPECTIVE_API_KEY", SECRET)
+    scorer = build_scorer("perspective", {
+        "type": "perspective", "endpoint": "http://127.0.0.1:9/v1/comments:analyze", "qps": 1000, "timeout_s": 0.5,
+        "max_attempts": 3, "backoff_initial_s": 0.01, "backoff_max_s": 0.02, "max_connection_failures": 4,
+        "cache_dir": str(tmp_path / "cache"),
+    })
+    with pytest.raises(VlmSafetyError, match=r"4 requests in a row could not reach 127\.0\.0\.1 .*generations are kept") as e:
+        scorer.score([f"text {i}" for i in range(50)])
+    assert scorer.requests_sent == 4 and SECRET not in str(e.value)  # not 50 texts x 3 attempts

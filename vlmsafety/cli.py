@@ -12,6 +12,7 @@ from pathlib import Path
 
 from vlmsafety.credentials import is_secret_key, refusal, secret_in_value
 from vlmsafety.errors import VlmSafetyError
+from vlmsafety.faults import check_output_paths
 from vlmsafety.validate import check_override_keys
 
 __all__ = ["check_group_overrides", "check_no_secrets", "fast_exit", "is_secret_key"]
@@ -53,6 +54,7 @@ def check_group_overrides(argv: Sequence[str], conf_dir: Path) -> None:
                 f"(files in {conf_dir / m['group']})"
             )
     check_override_keys(argv, conf_dir)  # a misspelt key: one line with the closest valid one (validate.py)
+    check_output_paths(argv)  # Hydra would create the run folder under a regular file with a trace
 
 
 def options(conf_dir: Path, group: str) -> list[str]:

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from vlmsafety import jobs
 from vlmsafety.errors import VlmSafetyError
+from vlmsafety.faults import as_user_error
 from vlmsafety.tasks import get_task, writes_job_record
 from vlmsafety.ui import print_error
 from vlmsafety.validate import check_values
@@ -50,6 +51,7 @@ def run(cfg: DictConfig) -> Any:
         check_values(cfg)  # a sweep's own values (layer=0,1.5) too: the callback saw the config before the sweep
         return task(cfg, out_dir)
     except Exception as e:
+        e = as_user_error(e) or e  # a full disk or a blocked path is one line, not a traceback
         line = jobs.error_line(e)
         # a `layers=[...]` job's layers recorded their own failures; its folder is not a job record
         if out_dir is not None and task is not None and writes_job_record(task) and not isinstance(e, jobs.JobsFailed):
