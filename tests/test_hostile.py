@@ -438,3 +438,93 @@ def test_perspective_offline_stops_after_a_run_of_connection_failures(monkeypatc
     with pytest.raises(VlmSafetyError, match=r"4 requests in a row could not reach 127\.0\.0\.1 .*generations are kept") as e:
         scorer.score([f"text {i}" for i in range(50)])
     assert scorer.requests_sent == 4 and SECRET not in str(e.value)  # not 50 texts x 3 attempts
+
+
+# --- inputs: images, markup in prompts, prompt length, non-text values, damaged files --------------
+def _generic(path: Path, *extra: str):
+    from vlmsafety.attacks import load_attack_set
+
+    return load_attack_set(compose("attack=generic", f"attack.path={path}", *extra).attack)
+
+
+def test_a_huge_generated_image_is_refused_before_its_pixels_exist():
+    from vlmsafety.attacks import load_attack_set
+    from vlmsafety.errors import VlmSafetyError
+
+    with pytest.raises(VlmSafetyError, match=r"100000x100000 pixels is too large: a side may be at most image_limits\.max_side"):
+        load_attack_set(compose("attack=builtin", "attack.image=blank", "attack.image_size=100000").attack)
+
+
+def test_a_valid_but_oversized_image_file_is_too_large_not_corrupt(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from vlmsafety import limits
+
+    monkeypatch.setattr(limits.IMAGES, "max_pixels", 500)  # a 30x30 file stands for a 100-megapixel one
+    Image.new("RGB", (30, 30), "white").save(tmp_path / "big.png")
+    (tmp_path / "prompts.jsonl").write_text('{"prompt": "hi", "img": "big.png"}\n{"prompt": "ok"}\n')
+    from vlmsafety.errors import VlmSafetyError
+
+    with pytest.raises(VlmSafetyError, match=r"line 1 \(1-based\): image file .*big\.png: 30x30 pixels is too large"):
+        _generic(tmp_path / "prompts.jsonl", "attack.fields.image=img")
+
+
+def test_damaged_images_and_junk_are_bad_rows_that_skip_can_drop(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), "red").save(tmp_path / "good.jpg", quality=90)
+    data = (tmp_path / "good.jpg").read_bytes()
+    (tmp_path / "torn.jpg").write_bytes(data[: len(data) // 2])  # passes Image.verify(), fails to decode
+    (tmp_path / "junk.png").write_bytes(b"not an image at all")
+    (tmp_path / "prompts.jsonl").write_text(
+        '{"prompt": "a", "img": "good.jpg"}\n{"prompt": "b", "img": "torn.jpg"}\n{"prompt": "c", "img": "junk.png"}\n'
+    )
+    from vlmsafety.errors import VlmSafetyError
+
+    with pytest.raises(VlmSafetyError, match=r"line 2 \(1-based\): image file .*torn\.jpg is corrupt or not an image"):
+        _generic(tmp_path / "prompts.jsonl", "attack.fields.image=img")
+    kept = _generic(tmp_path / "prompts.jsonl", "attack.fields.image=img", "attack.on_bad_row=skip")
+    assert [it.text for it in kept.items] == ["a"] and kept.skipped == 2
+
+
+@pytest.mark.parametrize("value", ['{"x": 1}', "12345", "true", '["a"]'])
+def test_a_prompt_that_is_not_text_is_a_bad_row(tmp_path, value):
+    from vlmsafety.errors import VlmSafetyError
+
+    (tmp_path / "prompts.jsonl").write_text(f'{{"prompt": "fine"}}\n{{"prompt": {value}}}\n')
+    with pytest.raises(VlmSafetyError, match=r"line 2 \(1-based\): the value of 'prompt' is .* expected text"):
+        _generic(tmp_path / "prompts.jsonl")
+    assert [it.text for it in _generic(tmp_path / "prompts.jsonl", "attack.on_bad_row=skip").items] == ["fine"]
+
+
+def test_a_csv_field_over_128_kib_is_one_long_row_not_a_broken_file(tmp_path):
+    long = "word " * 40_000  # 200 KB
+    (tmp_path / "prompts.csv").write_text(f'prompt\nshort\n"{long}"\n')
+    assert [len(it.text) for it in _generic(tmp_path / "prompts.csv").items] == [5, len(long)]
+
+
+def test_markup_in_a_prompt_is_text_and_counted(tiny_llava, organism):
+    from vlmsafety.attacks.base import AttackItem, AttackSet
+    from vlmsafety.prompt_fit import fit_to_model
+
+    for adapter in (tiny_llava, organism):
+        rendered = adapter.render("describe <image> and </s> please", has_image=False)
+        assert "<image>" not in rendered and "< image>" in rendered and "< /s>" in rendered
+        inputs = adapter.model_inputs([rendered], [None])  # the processor no longer counts a stray placeholder
+        assert inputs["input_ids"].shape[0] == 1
+    items = [AttackItem("a", "t", "c", True, "plain"), AttackItem("b", "t", "c", True, "see <image>")]
+    fitted = fit_to_model(AttackSet(items), tiny_llava, compose("attack=builtin").attack, max_new_tokens=4)
+    assert fitted.neutralised == 1 and len(fitted.items) == 2
+
+
+def test_a_prompt_longer_than_the_context_is_refused_or_skipped_and_counted(organism):
+    from vlmsafety.attacks.base import AttackItem, AttackSet
+    from vlmsafety.errors import VlmSafetyError
+    from vlmsafety.prompt_fit import fit_to_model
+
+    assert organism.max_length == 128  # vlmsafety/organism/checkpoint/model/config.json
+    items = [AttackItem("short", "t", "c", True, "how to pick a lock"), AttackItem("huge", "t", "c", True, "lock " * 20_000)]
+    with pytest.raises(VlmSafetyError, match=r"attack item 'huge': its prompt is \d+ tokens.*context of 128 tokens"):
+        fit_to_model(AttackSet(items), organism, compose("attack=builtin").attack, max_new_tokens=8)
+    fitted = fit_to_model(AttackSet(items), organism, compose("attack=builtin", "attack.on_bad_row=skip").attack, 8)
+    assert [it.id for it in fitted.items] == ["short"] and fitted.too_long == 1 and fitted.skipped == 1

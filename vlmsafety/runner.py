@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from vlmsafety import jobs
+from vlmsafety import jobs, limits
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.faults import as_user_error
 from vlmsafety.tasks import get_task, writes_job_record
@@ -49,6 +49,7 @@ def run(cfg: DictConfig) -> Any:
         out_dir.mkdir(parents=True, exist_ok=True)
         task = get_task(str(cfg.task))
         check_values(cfg)  # a sweep's own values (layer=0,1.5) too: the callback saw the config before the sweep
+        limits.configure(cfg)
         return task(cfg, out_dir)
     except Exception as e:
         e = as_user_error(e) or e  # a full disk or a blocked path is one line, not a traceback

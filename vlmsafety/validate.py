@@ -100,6 +100,8 @@ RULES: dict[str, Callable[[str, Any], str | None]] = {
     "fail_fast": _flag,
     "debug": _flag,
     "feature_cache.max_gb": _max_gb,
+    "image_limits.max_side": _whole(1),
+    "image_limits.max_pixels": _whole(1),
 }
 
 
