@@ -4,16 +4,17 @@ A sweep folder can hold more than one run: rerunning into it with fewer jobs lea
 run's extra job folders behind, and a summary that mixed them (n=8 beside n=255) would publish a
 wrong table. Hydra writes `multirun.yaml` into the sweep folder when a multirun starts and each
 job's `.hydra/config.yaml` when that job starts, so a job of the last run has a snapshot at least
-as new as `multirun.yaml`. A job whose metrics.json carries another job key than the one its own
-snapshot gives was written by another config (and did not get to rewrite it): also left out.
+as new as `multirun.yaml`.
+
+Not by recomputing each job's key from its snapshot: the snapshot keeps `${oc.env:...}`
+interpolations, so a report run in another environment (or a SLURM node's) would compute other
+keys and leave out good jobs. A job of the last run that met another config's records in its
+folder moved them aside before running (jobs.set_aside), so its metrics are its own.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 MULTIRUN_YAML = "multirun.yaml"
 SNAPSHOT = Path(".hydra") / "config.yaml"
@@ -30,7 +31,7 @@ def split_by_last_run(sweep_dir: Path, found: list[Path]) -> tuple[list[Path], l
     jobs, others = [], []
     for job in found:
         snapshot = _snapshot_of(job, sweep_dir)
-        if snapshot is not None and (snapshot.stat().st_mtime_ns < started or _other_key(job, snapshot)):
+        if snapshot is not None and snapshot.stat().st_mtime_ns < started:
             others.append(job)
         else:
             jobs.append(job)
@@ -45,21 +46,3 @@ def _snapshot_of(job: Path, sweep_dir: Path) -> Path | None:
         if folder == sweep_dir:
             break
     return None
-
-
-def _other_key(job: Path, snapshot: Path) -> bool:
-    """Whether `job`'s metrics.json was written by another config than its own snapshot's."""
-    if snapshot.parent.parent != job:
-        return False  # a `layers=[...]` sub-job is keyed by its layer, not by the parent's snapshot
-    from omegaconf import OmegaConf
-
-    from vlmsafety.jobs import job_key
-    from vlmsafety.records import METRICS, read_metrics_file
-
-    try:
-        recorded = read_metrics_file(job / METRICS).get("job_key")
-        expected = job_key(OmegaConf.load(snapshot)) if recorded else None
-    except Exception as e:  # noqa: BLE001 — a snapshot that no longer resolves cannot say
-        log.debug("cannot compare the job key of %s: %s", job, e)
-        return False
-    return bool(recorded and expected and recorded != expected)
