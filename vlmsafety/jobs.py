@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
 
 # Top-level keys that never change a job's records: run controls, output and input folders of other
-# tasks, cache tuning, image limits (they only refuse inputs), `probe` (task=probe's settings: they change no eval record), and `layers` (each layer
-# of a `layers=[...]` job is keyed as a `layer=L` job).
+# tasks, cache tuning, image limits (they only refuse inputs), `probe` (task=probe's settings: they
+# change no eval record), and `layers` (each layer of a `layers=[...]` job is keyed as a `layer=L` job).
 NON_RESULT_KEYS = frozenset(
     {"resume", "fail_fast", "debug", "sweep_dir", "run_dir", "output_dir", "feature_cache", "layers", "probe",
      "image_limits"}
