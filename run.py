@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from vlmsafety.cli import check_group_overrides, fast_exit, multirun_flag_first
 from vlmsafety.errors import VlmSafetyError
+from vlmsafety.faults import EXIT_INTERRUPTED, INTERRUPTED
 from vlmsafety.report import sweep_exit_status
 from vlmsafety.runner import run
 from vlmsafety.ui import print_error
@@ -27,5 +28,9 @@ if __name__ == "__main__":
     except VlmSafetyError as e:
         print_error(str(e))
         sys.exit(2)
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a 100-line trace; jobs stay resumable
+        print_error(INTERRUPTED)
+        fast_exit(EXIT_INTERRUPTED)
     fast_exit(sweep_exit_status())  # a sweep whose jobs did not all complete exits with status 1

@@ -110,6 +110,10 @@ def test_complete_job_is_skipped_and_a_changed_one_recomputed(tmp_path, fresh_wo
     assert len(calls) == 4
     changed = run_job(compose("layer=5", *SMALL[:-1], "max_new_tokens=3", "toxicity=none"), tmp_path)
     assert len(calls) == 8 and changed["job_key"] != first["job_key"]
+    # finished generations are never deleted: each rerun moved the previous ones aside, named by their key
+    kept = sorted(d.name for d in (tmp_path / "superseded").iterdir())
+    assert kept == [first["job_key"], f"{first['job_key']}.2"]
+    assert all((tmp_path / "superseded" / k / "generations.jsonl").stat().st_size for k in kept)
 
 
 def test_one_job_many_layers_loads_once_encodes_once_and_isolates_failures(tmp_path, fresh_worker):

@@ -10,32 +10,33 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from vlmsafety.credentials import is_secret_key, refusal, secret_in_value
 from vlmsafety.errors import VlmSafetyError
+from vlmsafety.faults import check_output_paths
+from vlmsafety.validate import check_override_keys
+
+__all__ = ["check_group_overrides", "check_no_secrets", "fast_exit", "is_secret_key"]
 
 GROUPS = ("model", "attack", "unlearn", "judge", "toxicity", "experiment")
 _SWEEP_FUNCTION = re.compile(r"^\s*(range|choice|interval|glob|tag|sort|shuffle)\(")
-_SECRET_KEY = re.compile(r"^(.*_)?(api_?key|secret|password)$|^(hf_|access_|auth_)?token$", re.IGNORECASE)
-
-
-def is_secret_key(key: str) -> bool:
-    """Whether a config key (dotted or not) names a secret: api_key, token, password, ..."""
-    return bool(_SECRET_KEY.search(key.rsplit(".", 1)[-1]))
 
 
 def check_no_secrets(argv: Sequence[str]) -> None:
-    """Refuse `...api_key=...`-like overrides before Hydra copies them into .hydra/overrides.yaml."""
+    """Refuse an override whose key names a secret or whose value looks like one (a key in a URL, a
+    bearer token), before Hydra copies it into .hydra/, multirun.yaml or a log (credentials.py)."""
     for arg in argv:
-        key = arg.split("=", 1)[0] if "=" in arg else ""
+        key, _, value = arg.partition("=")
+        if not _:
+            continue
         if is_secret_key(key):
-            raise VlmSafetyError(
-                f"refusing the override {key}=...: secrets come from environment variables only (e.g. "
-                "PERSPECTIVE_API_KEY) and are never written into a config snapshot"
-            )
+            raise VlmSafetyError(refusal(f"the override {key}=...", "its name says it holds a secret"))
+        if why := secret_in_value(value):
+            raise VlmSafetyError(refusal(f"the override {key}=...", f"its value holds {why}"))
 
 
 def check_group_overrides(argv: Sequence[str], conf_dir: Path) -> None:
-    """Raise one clear line for `group=option` overrides that name an option that does not exist,
-    or for an override that would put a secret on the command line (and so into the snapshot)."""
+    """Raise one clear line for `group=option` overrides that name an option that does not exist, for
+    a key the config does not have, or for an override that would put a secret on the command line."""
     check_no_secrets(argv)
     for arg in argv:
         m = re.match(r"^[+~]{0,2}(?P<group>[a-z_]+(?:/[a-z_]+)*)=(?P<value>.*)$", arg)
@@ -52,6 +53,8 @@ def check_group_overrides(argv: Sequence[str], conf_dir: Path) -> None:
                 f"unknown {m['group']} {unknown[0]!r}; valid choices: {', '.join(valid) or '(none)'} "
                 f"(files in {conf_dir / m['group']})"
             )
+    check_override_keys(argv, conf_dir)  # a misspelt key: one line with the closest valid one (validate.py)
+    check_output_paths(argv)  # Hydra would create the run folder under a regular file with a trace
 
 
 def options(conf_dir: Path, group: str) -> list[str]:

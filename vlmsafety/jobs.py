@@ -24,17 +24,27 @@ from omegaconf import DictConfig, OmegaConf
 from vlmsafety import environment
 from vlmsafety.cli import is_secret_key
 from vlmsafety.errors import VlmSafetyError
-from vlmsafety.records import METRICS, GenerationRecord, read_json, write_json_atomic, write_jsonl_atomic
+from vlmsafety.records import (
+    GENERATIONS,
+    METRICS,
+    SUPERSEDED,
+    GenerationRecord,
+    parse_record,
+    read_metrics_file,
+    write_json_atomic,
+    write_jsonl_atomic,
+)
 
 log = logging.getLogger(__name__)
 
 RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
 
 # Top-level keys that never change a job's records: run controls, output and input folders of other
-# tasks, cache tuning, `probe` (task=probe's settings: they change no eval record), and `layers` (each layer
-# of a `layers=[...]` job is keyed as a `layer=L` job).
+# tasks, cache tuning, image limits (they only refuse inputs), `probe` (task=probe's settings: they
+# change no eval record), and `layers` (each layer of a `layers=[...]` job is keyed as a `layer=L` job).
 NON_RESULT_KEYS = frozenset(
-    {"resume", "fail_fast", "debug", "sweep_dir", "run_dir", "output_dir", "feature_cache", "layers", "probe"}
+    {"resume", "fail_fast", "debug", "sweep_dir", "run_dir", "output_dir", "feature_cache", "layers", "probe",
+     "image_limits"}
 )
 
 
@@ -74,11 +84,10 @@ def read_metrics(job_dir: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        m = read_json(path)
-    except (OSError, ValueError) as e:
-        log.warning("%s cannot be read (%s); the job will run again", path, e)
+        return read_metrics_file(path)
+    except VlmSafetyError as e:
+        log.warning("%s; the job will run again", e)
         return None
-    return m if isinstance(m, dict) else None
 
 
 def completed(job_dir: Path, key: str) -> dict[str, Any] | None:
@@ -141,6 +150,27 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
+def set_aside(job_dir: Path, previous: dict[str, Any] | None, why: str) -> Path | None:
+    """Move the generations (and metrics) found in `job_dir` to `superseded/<their job key>/` before the
+    job runs there again: finished results are never deleted. Returns where they went (None: nothing there)."""
+    gen = job_dir / GENERATIONS
+    if not gen.exists():
+        return None
+    key = str((previous or {}).get("job_key") or "unknown")
+    dest = job_dir / SUPERSEDED / key
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = job_dir / SUPERSEDED / f"{key}.{n}"
+    dest.mkdir(parents=True)
+    if (job_dir / METRICS).exists():
+        os.replace(job_dir / METRICS, dest / METRICS)
+    os.replace(gen, dest / GENERATIONS)
+    status = (previous or {}).get("status") or "unknown status"
+    log.warning("%s: %s; the generations found there (%s) were moved to %s", job_dir, why, status, dest)
+    return dest
+
+
 # --- partial generations ---------------------------------------------------------------------------
 def append_records(path: Path, records: Sequence[GenerationRecord]) -> None:
     """Append one finished batch to `path` and fsync it (a kill can tear at most the last line)."""
@@ -168,9 +198,8 @@ def resume_records(
     records: list[GenerationRecord] = []
     for k, line in enumerate(lines, start=1):
         try:
-            row = json.loads(line)
-            rec = GenerationRecord.from_dict(row) if isinstance(row, dict) else None
-        except (ValueError, TypeError, KeyError):
+            rec: GenerationRecord | None = parse_record(line, f"{path} line {k}")
+        except VlmSafetyError:
             rec = None
         if rec is None:
             return _start_over(path, f"line {k} is not a generation record")

@@ -1,4 +1,9 @@
-"""Record types that cross module boundaries, and atomic file writes (DESIGN.md §5)."""
+"""Record types that cross module boundaries, the one reader of job records, and atomic writes (DESIGN.md §5).
+
+Every step that reads a job's files (score, report, resume, unlearn summaries) goes through
+`read_records` / `read_metrics_file`: a torn line, binary garbage, a record without a field, a
+duplicated record or an unreadable metrics.json is one `RecordError` naming the file and line.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vlmsafety.credentials import redact
+from vlmsafety.errors import VlmSafetyError
+
 GENERATIONS = "generations.jsonl"
 METRICS = "metrics.json"
+SUPERSEDED = "superseded"  # a job folder's sub-folder keeping the records of an earlier config (jobs.set_aside)
 
 
 @dataclass
@@ -57,6 +66,9 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600; a result file gets what open() would give it (0666 minus the umask),
+        # so that colleagues on a shared file system can read it
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -67,8 +79,24 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         raise
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux: /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not atomic, but only result files depend on it)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+    """Write `obj` as JSON, secrets masked (credentials.redact: a key in a URL, a secret-named value)."""
+    obj = json.loads(json.dumps(obj, ensure_ascii=False, default=_json_default))  # plain JSON types first
+    write_text_atomic(path, json.dumps(redact(obj), indent=2, ensure_ascii=False) + "\n")
 
 
 def write_jsonl_atomic(path: str | Path, rows: Iterable[GenerationRecord | dict[str, Any]]) -> None:
@@ -81,9 +109,85 @@ def read_json(path: str | Path) -> Any:
         return json.load(f)
 
 
-def read_generations(path: str | Path) -> list[GenerationRecord]:
-    with open(path, encoding="utf-8") as f:
-        return [GenerationRecord.from_dict(json.loads(line)) for line in f if line.strip()]
+class RecordError(VlmSafetyError):
+    """A job's record file that cannot be trusted: names the file (and line) and what to do."""
+
+
+# fields a stored record must have, with the JSON types they must hold (bool is not an int here)
+_REQUIRED: dict[str, tuple[type, ...]] = {
+    "id": (str,), "attack": (str,), "category": (str,), "harmful": (bool,), "behavior": (str,),
+    "prompt": (str,), "layer": (int,), "response": (str,), "n_new_tokens": (int,),
+}
+_OPTIONAL: dict[str, tuple[type, ...]] = {"image": (dict, type(None)), "verdicts": (dict,), "toxicity": (dict,)}
+
+
+def parse_record(line: bytes | str, where: str) -> GenerationRecord:
+    """One `generations.jsonl` line as a record; `where` ("file line N") starts the error message."""
+    try:
+        text = line.decode("utf-8") if isinstance(line, bytes) else line
+        row = json.loads(text)
+    except UnicodeDecodeError:
+        raise RecordError(f"{where} is not UTF-8 text (binary garbage?)") from None
+    except ValueError as e:
+        raise RecordError(f"{where} is not a JSON record ({e.msg}): a torn or edited line; rerun the job or remove the line") from None
+    if not isinstance(row, dict):
+        raise RecordError(f"{where} is a JSON {type(row).__name__}, not a record object")
+    for name, types in {**_REQUIRED, **_OPTIONAL}.items():
+        if name not in row:
+            if name in _REQUIRED:
+                raise RecordError(f"{where}: the record has no {name!r} field")
+            continue
+        value = row[name]
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            raise RecordError(f"{where}: field {name!r} is {type(value).__name__} {value!r:.40}, expected {types[0].__name__}")
+    return GenerationRecord.from_dict(row)
+
+
+def read_records(path: str | Path, allow_empty: bool = False) -> list[GenerationRecord]:
+    """Every record of a job's generations.jsonl, checked: each line parses, has every field, and no
+    (id, layer) appears twice. An empty file is an error unless `allow_empty`."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise RecordError(f"{path} cannot be read: {e.strerror or e}") from None
+    records: list[GenerationRecord] = []
+    seen: dict[tuple[str, int], int] = {}
+    for k, line in enumerate(data.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        rec = parse_record(line, f"{path} line {k}")
+        first = seen.setdefault((rec.id, rec.layer), k)
+        if first != k:
+            raise RecordError(
+                f"{path} line {k}: record id {rec.id!r} (layer {rec.layer}) appears twice (first on line {first}); "
+                "each prompt must be judged once: remove the copy or rerun the job"
+            )
+        records.append(rec)
+    if not records and not allow_empty:
+        raise RecordError(f"{path} holds no record; rerun the job that wrote it")
+    return records
+
+
+read_generations = read_records  # the name older callers use
+
+
+def read_metrics_file(path: str | Path) -> dict[str, Any]:
+    """A job's metrics.json as a dict, or a RecordError naming it (missing, empty, torn, not an object)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecordError(f"{path} cannot be read: {getattr(e, 'strerror', None) or e}") from None
+    if not text.strip():
+        raise RecordError(f"{path} is empty (0 bytes); rerun the job, or remove its folder")
+    try:
+        m = json.loads(text)
+    except ValueError as e:
+        raise RecordError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}: truncated?); rerun the job") from None
+    if not isinstance(m, dict):
+        raise RecordError(f"{path} holds a JSON {type(m).__name__}, not a metrics object; rerun the job")
+    return m
 
 
 def _json_default(obj: Any) -> Any:

@@ -18,7 +18,14 @@ from omegaconf import DictConfig
 
 from vlmsafety import paper_aggregate
 from vlmsafety.errors import VlmSafetyError
-from vlmsafety.records import METRICS, read_json, write_bytes_atomic, write_text_atomic
+from vlmsafety.records import (
+    METRICS,
+    SUPERSEDED,
+    RecordError,
+    read_metrics_file,
+    write_bytes_atomic,
+    write_text_atomic,
+)
 from vlmsafety.report_html import write_report_html
 from vlmsafety.report_tables import agreement_table, judges_in, reference_table, summary_table
 from vlmsafety.ui import console
@@ -29,13 +36,15 @@ SUMMARY_CSV = "summary.csv"
 ASR_PNG = "asr_vs_layer.png"
 
 
+UNREADABLE = "unreadable"  # status of a job whose metrics.json cannot be read
 _COUNTS = ("layer", "default_layer", "n", "n_harmful", "n_benign", "rows_skipped")
 
 
 def find_jobs(sweep_dir: Path) -> list[Path]:
     """Job folders under `sweep_dir`: every folder (at any depth) that holds a metrics.json and is not
     inside another such folder (an unlearn job keeps its evaluations' own metrics.json in eval/)."""
-    folders = sorted({p.parent for p in sweep_dir.rglob(METRICS)}, key=lambda p: len(p.parts))
+    found = {p.parent for p in sweep_dir.rglob(METRICS) if not superseded(p.parent, sweep_dir)}
+    folders = sorted(found, key=lambda p: len(p.parts))
     jobs: list[Path] = []
     for folder in folders:
         if not any(job in folder.parents for job in jobs):
@@ -43,9 +52,14 @@ def find_jobs(sweep_dir: Path) -> list[Path]:
     return sorted(jobs, key=natural_key)
 
 
-def collect(sweep_dir: Path) -> pd.DataFrame:
-    """One row per job, flattened from its metrics.json."""
-    rows = [_row(job, sweep_dir) for job in find_jobs(sweep_dir)]
+def superseded(folder: Path, root: Path) -> bool:
+    """Whether `folder` holds records a changed config moved aside (jobs.SUPERSEDED), not a job of its own."""
+    return SUPERSEDED in folder.relative_to(root).parts
+
+
+def collect(sweep_dir: Path, jobs: list[Path] | None = None) -> pd.DataFrame:
+    """One row per job (default: every job folder under `sweep_dir`), flattened from its metrics.json."""
+    rows = [_row(job, sweep_dir) for job in (find_jobs(sweep_dir) if jobs is None else jobs)]
     df = pd.DataFrame(rows)
     for col in [c for c in df.columns if c in _COUNTS or c.startswith("invalid_")]:
         df[col] = df[col].astype("Int64")  # whole numbers stay whole beside a failed job's blanks
@@ -55,7 +69,11 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
 
 
 def _row(job: Path, sweep_dir: Path) -> dict[str, Any]:
-    m = read_json(job / METRICS)
+    try:
+        m = read_metrics_file(job / METRICS)
+    except RecordError as e:  # one broken job is named in the summary; the others are still reported
+        return {"job": str(job.relative_to(sweep_dir)), "status": UNREADABLE, "task": "eval", "model": "?", "attack": "?",
+                "unlearn": "?", "error": str(e)}
     row: dict[str, Any] = {
         "job": str(job.relative_to(sweep_dir)),
         "status": m.get("status"),
@@ -124,13 +142,24 @@ def incomplete(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_summary(sweep_dir: str | Path, show: bool = True) -> dict[str, Path]:
-    """Write summary.csv and asr_vs_layer.png into `sweep_dir`; print the table when `show`."""
+    """Write summary.csv and asr_vs_layer.png into `sweep_dir`; print the table when `show`.
+
+    The summary covers the jobs of the sweep run last in the folder (`sweep_jobs`); what else is
+    there is named in a warning. Sets the exit status: 1 when a covered job is not complete."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise VlmSafetyError(f"sweep_dir {sweep_dir} does not exist; pass the folder of a finished sweep")
-    df = collect(sweep_dir)
+    jobs, others = sweep_jobs(sweep_dir)
+    if others:
+        names = ", ".join(str(j.relative_to(sweep_dir)) for j in others[:8]) + (", ..." if len(others) > 8 else "")
+        log.warning(
+            "%s also holds %d job folder(s) that are not jobs of the sweep run last there (an earlier run, or another "
+            "config); left out of the summary, their records kept: %s", sweep_dir, len(others), names,
+        )
+    df = collect(sweep_dir, jobs)
     if df.empty:
         raise VlmSafetyError(f"no job folder with a {METRICS} under {sweep_dir}; is this a sweep folder?")
+    _last_sweep["incomplete"] = len(incomplete(df))
     csv_path = sweep_dir / SUMMARY_CSV
     write_text_atomic(csv_path, df.to_csv(index=False))
     paths = {"csv": csv_path}
@@ -217,7 +246,6 @@ class SweepSummaryCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
             write_summary(sweep_dir, show=True)
-            _last_sweep["incomplete"] = len(incomplete(collect(sweep_dir)))
         except VlmSafetyError as e:  # e.g. a sweep of task=report jobs has no job records
             log.error("%s", e)
 
@@ -233,3 +261,10 @@ def natural_key(p: Path) -> list[Any]:
     import re
 
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p))]
+
+
+def sweep_jobs(sweep_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(jobs the summary covers: those of the sweep run last in the folder, other job folders found there)."""
+    from vlmsafety.sweep_jobs import split_by_last_run
+
+    return split_by_last_run(sweep_dir, find_jobs(sweep_dir))

@@ -15,10 +15,12 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from vlmsafety import jobs
+from vlmsafety import jobs, limits
 from vlmsafety.errors import VlmSafetyError
+from vlmsafety.faults import as_user_error
 from vlmsafety.tasks import get_task, writes_job_record
 from vlmsafety.ui import print_error
+from vlmsafety.validate import check_values
 
 log = logging.getLogger("vlmsafety")
 
@@ -46,8 +48,11 @@ def run(cfg: DictConfig) -> Any:
         out_dir = job_dir(cfg)
         out_dir.mkdir(parents=True, exist_ok=True)
         task = get_task(str(cfg.task))
+        check_values(cfg)  # a sweep's own values (layer=0,1.5) too: the callback saw the config before the sweep
+        limits.configure(cfg)
         return task(cfg, out_dir)
     except Exception as e:
+        e = as_user_error(e) or e  # a full disk or a blocked path is one line, not a traceback
         line = jobs.error_line(e)
         # a `layers=[...]` job's layers recorded their own failures; its folder is not a job record
         if out_dir is not None and task is not None and writes_job_record(task) and not isinstance(e, jobs.JobsFailed):

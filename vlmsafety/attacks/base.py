@@ -73,6 +73,8 @@ class AttackSet:
     items: list[AttackItem]
     skipped: int = 0  # rows dropped under attack.on_bad_row=skip
     source: str = ""  # file(s) or hub id the rows were read from
+    too_long: int = 0  # prompts dropped as too long for the model's context (counted in `skipped` too)
+    neutralised: int = 0  # prompts whose markup-like text (`<image>`) was neutralised (prompt_fit.py)
 
 
 Loader = Callable[[DictConfig], AttackSet]

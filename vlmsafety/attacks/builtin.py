@@ -13,7 +13,7 @@ import zlib
 from omegaconf import DictConfig
 
 from vlmsafety.attacks.base import AttackItem, AttackSet, ImageSpec, register_attack
-from vlmsafety.attacks.images import DEFAULT_SIZE, FIGSTEP_PROMPT
+from vlmsafety.attacks.images import DEFAULT_SIZE, FIGSTEP_PROMPT, size_pair
 from vlmsafety.errors import VlmSafetyError
 
 SOURCE = "builtin"
@@ -154,6 +154,8 @@ def load_builtin(attack: DictConfig) -> AttackSet:
         )
     size = attack.get("image_size", DEFAULT_SIZE)
     size = int(size) if isinstance(size, int) else [int(v) for v in size]
+    if policy in ("picture", "blank"):
+        size_pair(size)  # too large: one line now, not an out-of-memory kill while rendering
     font = attack.get("figstep_font", None)
     include_benign = bool(attack.get("include_benign", True))
 

@@ -43,7 +43,7 @@ def load_figstep(attack: DictConfig) -> AttackSet:
     table = open_table(attack, FILE, COLUMNS, upstream=UPSTREAM)
 
     def build(row: Row) -> AttackItem:
-        dataset, category_id, task_id = row.text("dataset"), row.text("category_id"), row.text("task_id")
+        dataset, category_id, task_id = row.text("dataset"), row.text("category_id", number_ok=True), row.text("task_id", number_ok=True)
         text, image = FIGSTEP_PROMPT, None
         if mode == "none":
             text = row.text("question")

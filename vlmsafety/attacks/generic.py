@@ -44,7 +44,7 @@ def load_generic(attack: DictConfig) -> AttackSet:
 
     def build(row: Row) -> AttackItem:
         def get(field: str) -> str | None:
-            return row.text(fields[field], required=False) if fields.get(field) else None
+            return row.text(fields[field], required=False, number_ok=field == "id") if fields.get(field) else None
 
         item_id = f"{name}-{get('id') or row.number}"
         if get("image"):

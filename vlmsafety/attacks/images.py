@@ -19,6 +19,7 @@ from vlmsafety.attacks.base import ImageSpec
 from vlmsafety.attacks.fonts import FREEMONO_BOLD, font_path, load_font
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.lfs import check_not_lfs_pointer
+from vlmsafety.limits import IMAGES
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +90,12 @@ def image_sha256(img: Image.Image) -> str:
     return h.hexdigest()
 
 
-def _size(size: int | list[int] | tuple[int, int]) -> tuple[int, int]:
-    """(width, height) from an int side or a [width, height] pair."""
+def size_pair(size: int | list[int] | tuple[int, int]) -> tuple[int, int]:
+    """(width, height) from an int side or a [width, height] pair, within the image limits (one-line error)."""
     pair = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, (list, tuple)) else ()
     if not (len(pair) == 2 and all(isinstance(v, int) and v > 0 for v in pair)):
         raise VlmSafetyError(f"image size must be a positive int or [width, height], got {size!r}")
+    IMAGES.check(pair[0], pair[1], f"image size {size!r} (attack.image_size)")
     return pair
 
 
@@ -111,24 +113,27 @@ def file_image(path: str) -> Image.Image:
     check_not_lfs_pointer(p)
     try:
         with Image.open(p) as img:
+            IMAGES.check(*img.size, f"image file {p}")  # from the header, before decoding the pixels
             return img.convert("RGB")
     except FileNotFoundError:
         raise VlmSafetyError(f"image file not found: {p}") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
+        raise VlmSafetyError(f"image file {p} is too large ({e})") from None
+    except (OSError, ValueError) as e:
         raise VlmSafetyError(f"cannot read image file {p}: {e}") from None
 
 
 @register_recipe("blank")
 def blank_image(size: int | list[int] = DEFAULT_SIZE) -> Image.Image:
     """A white image."""
-    return Image.new("RGB", _size(size), "#FFFFFF")
+    return Image.new("RGB", size_pair(size), "#FFFFFF")
 
 
 @register_recipe("solid")
 def solid_image(color: str | list[int], size: int | list[int] = DEFAULT_SIZE) -> Image.Image:
     """One colour: a Pillow colour string ("red", "#336699") or [r, g, b]."""
     try:
-        return Image.new("RGB", _size(size), _color(color))
+        return Image.new("RGB", size_pair(size), _color(color))
     except (ValueError, TypeError) as e:
         raise VlmSafetyError(f"solid image: invalid color {color!r} ({e}); use a name, '#rrggbb' or [r, g, b]") from None
 
@@ -136,7 +141,7 @@ def solid_image(color: str | list[int], size: int | list[int] = DEFAULT_SIZE) ->
 @register_recipe("noise")
 def noise_image(seed: int = 0, size: int | list[int] = DEFAULT_SIZE) -> Image.Image:
     """Uniform RGB noise from numpy's seeded default generator."""
-    w, h = _size(size)
+    w, h = size_pair(size)
     pixels = np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)  # (H, W, 3)
     return Image.fromarray(pixels)
 
@@ -144,7 +149,7 @@ def noise_image(seed: int = 0, size: int | list[int] = DEFAULT_SIZE) -> Image.Im
 @register_recipe("picture")
 def picture_image(seed: int = 0, size: int | list[int] = DEFAULT_SIZE) -> Image.Image:
     """A benign synthetic picture: a pastel background with a few coloured shapes, fixed by the seed."""
-    w, h = _size(size)
+    w, h = size_pair(size)
     rng = np.random.default_rng(seed)
     background = tuple(int(c) for c in rng.integers(170, 256, size=3))
     img = Image.new("RGB", (w, h), background)

@@ -40,7 +40,7 @@ def load_jailbreakbench(attack: DictConfig) -> AttackSet:
         table = open_table(attack, FILES[name], COLUMNS, ("Index",), upstream=UPSTREAM, hub_split=name)
 
         def build(row: Row, name: str = name) -> AttackItem:
-            item_id = f"jbb-{name}-{row.text('Index', required=False) or row.number}"
+            item_id = f"jbb-{name}-{row.text('Index', required=False, number_ok=True) or row.number}"
             return AttackItem(
                 id=item_id, source="jailbreakbench", category=row.text("Category"), harmful=name == "harmful",
                 text=row.text("Goal"), image=images.spec(item_id), target=row.text("Target", required=False),

@@ -35,7 +35,7 @@ def load_redteam2k(attack: DictConfig) -> AttackSet:
     images = TextImagePolicy.from_cfg(attack)
 
     def build(row: Row) -> AttackItem:
-        item_id = f"redteam2k-{row.text('id')}"
+        item_id = f"redteam2k-{row.text('id', number_ok=True)}"
         return AttackItem(
             id=item_id, source="redteam2k", category=row.text("policy"), harmful=True, text=row.text("question"),
             image=images.spec(item_id), meta={"from": row.text("from", required=False)},
@@ -60,7 +60,7 @@ def load_jailbreakv(attack: DictConfig) -> AttackSet:
         path = root / row.text("image_path")
         check_image(path)
         return AttackItem(
-            id=f"jbv28k-{row.text('id')}", source="jailbreakv28k", category=row.text("policy"), harmful=True,
+            id=f"jbv28k-{row.text('id', number_ok=True)}", source="jailbreakv28k", category=row.text("policy"), harmful=True,
             text=row.text("jailbreak_query"), image=ImageSpec("file", {"path": str(path)}),
             behavior=row.text("redteam_query"),
             meta={

@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from vlmsafety.attacks.base import ImageSpec
-from vlmsafety.attacks.images import DEFAULT_SIZE
+from vlmsafety.attacks.images import DEFAULT_SIZE, size_pair
 from vlmsafety.attacks.rows import check_image
 from vlmsafety.attacks.sources import attack_name, configured_path
 from vlmsafety.errors import VlmSafetyError
@@ -62,6 +62,8 @@ class TextImagePolicy:
             )
         size = attack.get("image_size", DEFAULT_SIZE)
         size = int(size) if isinstance(size, int) else [int(v) for v in size]
+        if kind in ("blank", "solid", "noise"):
+            size_pair(size)  # too large: one line now, not an out-of-memory kill while rendering
         color = attack.get("image_color", "#FFFFFF")
         color = str(color) if isinstance(color, str) else [int(v) for v in color]
         files: tuple[Path, ...] = ()

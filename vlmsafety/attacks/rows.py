@@ -29,6 +29,7 @@ from PIL import Image
 from vlmsafety.attacks.base import AttackItem, AttackSet
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.lfs import check_not_lfs_pointer
+from vlmsafety.limits import IMAGES
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +52,19 @@ class Row:
     problem: str | None = None  # set by the reader when the record itself is malformed
     key: str | None = None  # a JSON entry's key (the dataset's own id for the row)
 
-    def text(self, column: str, *, required: bool = True) -> str | None:
-        """The value of `column` as text; BadRow when it is not UTF-8, or empty and `required`."""
+    def text(self, column: str, *, required: bool = True, number_ok: bool = False) -> str | None:
+        """The value of `column` as text; BadRow when it is not text (a whole number only when `number_ok`,
+        for ids), not UTF-8, or empty and `required`."""
         value = self.values.get(column)
         if value is None or (isinstance(value, str) and not value.strip()):
             if required:
                 raise BadRow(f"the value of {column!r} is empty")
             return None
-        value = value if isinstance(value, str) else str(value)
+        if isinstance(value, int) and not isinstance(value, bool) and number_ok:
+            value = str(value)  # an id written as a number
+        elif not isinstance(value, str):
+            kind = "true/false" if isinstance(value, bool) else f"a JSON {type(value).__name__}"
+            raise BadRow(f"the value of {column!r} is {kind} ({_printable(repr(value))[:40]}), expected text")
         if has_undecodable(value):
             raise BadRow(f"the value of {column!r} is not valid UTF-8 text (re-save the file as UTF-8)")
         return value
@@ -108,6 +114,9 @@ def read_csv(path: Path, required: Sequence[str], optional: Sequence[str] = ()) 
     """Rows of a CSV file with a header row; the header must name every `required` column."""
     expected = f"a CSV header with the columns {_names(required, optional)} and data rows"
     text = _read_bytes(path, expected).decode("utf-8-sig", errors="surrogateescape")
+    # Python's csv refuses fields over 128 KiB as a whole-file error; a long field is one long prompt,
+    # which the model's context check (prompt_fit.py) refuses or skips as a row
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = [h.strip() for h in next(reader)]
@@ -191,7 +200,7 @@ _VERIFIED: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) of files 
 
 
 def check_image(path: Path) -> None:
-    """BadRow unless `path` is an image file Pillow can parse (header and structure, not every pixel).
+    """BadRow unless `path` is an image file Pillow can decode, within the image limits (vlmsafety/limits.py).
 
     A Git LFS pointer raises VlmSafetyError instead, whatever `on_bad_row` says.
     """
@@ -205,10 +214,16 @@ def check_image(path: Path) -> None:
     check_not_lfs_pointer(path)
     try:
         with Image.open(path) as img:
-            img.verify()
+            too_large = IMAGES.problem(*img.size)  # from the header: a valid but huge file is not "corrupt"
+            if too_large is None:
+                img.load()  # every pixel: a truncated JPEG passes verify() and fails only here
+    except Image.DecompressionBombError as e:
+        raise BadRow(f"image file {path} is too large ({e})") from None
     except Exception as e:  # Pillow raises many types for broken files; every one means "corrupt"
         detail = type(e).__name__ if str(path) in str(e) else f"{type(e).__name__}: {e}"
         raise BadRow(f"image file {path} is corrupt or not an image ({detail})") from None
+    if too_large is not None:
+        raise BadRow(f"image file {path}: {too_large}")
     _VERIFIED.add(key)
 
 

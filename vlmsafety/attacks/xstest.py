@@ -35,7 +35,7 @@ def load_xstest(attack: DictConfig) -> AttackSet:
             raise BadRow(f"the value of 'label' is {label!r}, expected safe or unsafe")
         if LABELS[label] and not include_unsafe:
             return None
-        item_id = f"xstest-{row.text('id')}"
+        item_id = f"xstest-{row.text('id', number_ok=True)}"
         return AttackItem(
             id=item_id, source="xstest", category=row.text("type"), harmful=LABELS[label], text=row.text("prompt"),
             image=images.spec(item_id),

@@ -6,6 +6,7 @@ itself with `@register_family`. Adding a family = one module + one YAML (DESIGN.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -101,11 +102,37 @@ class FamilyAdapter(ABC):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def max_length(self) -> int | None:
+        """The language model's context in tokens (max_position_embeddings), None when the config has none."""
+        config = self.model.config
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        n = getattr(text, "max_position_embeddings", None)
+        return int(n) if n else None
+
     # --- inputs ---------------------------------------------------------------------------
+    def markup(self) -> re.Pattern[str] | None:
+        """The strings the tokenizer or processor would read as markup rather than text: special and added
+        special tokens (`<image>`, `<|image_pad|>`, `</s>`, `<|eot_id|>`, ...), longest first."""
+        if not hasattr(self, "_markup"):
+            tokenizer = getattr(self.processor, "tokenizer", self.processor)
+            found = set(getattr(tokenizer, "all_special_tokens", ()) or ())
+            found |= {str(t) for t in (getattr(tokenizer, "added_tokens_decoder", {}) or {}).values() if getattr(t, "special", False)}
+            found |= {getattr(self.processor, a, None) or "" for a in ("image_token", "video_token", "boi_token", "eoi_token")}
+            tokens = sorted((t for t in found if len(t) > 1), key=len, reverse=True)
+            self._markup = re.compile("|".join(map(re.escape, tokens))) if tokens else None
+        return self._markup
+
+    def neutralise(self, text: str) -> str:
+        """`text` with any markup string broken by a space after its first character (`<image>` -> `< image>`):
+        a prompt's text is data, never an image placeholder or a turn boundary."""
+        markup = self.markup()
+        return markup.sub(lambda m: m.group(0)[0] + " " + m.group(0)[1:], text) if markup else text
+
     def render(self, text: str, has_image: bool) -> str:
-        """The exact prompt string the model sees, built with the checkpoint's own chat template."""
+        """The exact prompt string the model sees, built with the checkpoint's own chat template (text neutralised)."""
         content: list[dict[str, Any]] = [{"type": "image"}] if has_image else []
-        content.append({"type": "text", "text": text})
+        content.append({"type": "text", "text": self.neutralise(text)})
         template = getattr(self.processor, "chat_template", None)
         if not template:
             raise VlmSafetyError(
@@ -134,8 +161,9 @@ class FamilyAdapter(ABC):
         """
         prompt = self.render(text, has_image)
         content: list[dict[str, Any]] = [{"type": "image"}] if has_image else []
-        content.append({"type": "text", "text": text})
-        messages = [{"role": "user", "content": content}, {"role": "assistant", "content": [{"type": "text", "text": answer}]}]
+        content.append({"type": "text", "text": self.neutralise(text)})
+        reply = [{"type": "text", "text": self.neutralise(answer)}]
+        messages = [{"role": "user", "content": content}, {"role": "assistant", "content": reply}]
         full = self.processor.apply_chat_template(messages, **self.template_vars()).rstrip()
         if not full.startswith(prompt):
             raise VlmSafetyError(

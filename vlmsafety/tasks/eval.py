@@ -27,6 +27,7 @@ from vlmsafety.errors import VlmSafetyError
 from vlmsafety.judges import Judge
 from vlmsafety.layers import resolve_layer
 from vlmsafety.models.base import FamilyAdapter, Generation, GenerationSettings
+from vlmsafety.prompt_fit import fit_to_model
 from vlmsafety.records import GENERATIONS, METRICS, GenerationRecord, write_json_atomic, write_jsonl_atomic
 from vlmsafety.report import write_summary
 from vlmsafety.scoring import apply_judges, apply_scorers, covering, judging_metrics
@@ -86,10 +87,9 @@ def run_job(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         return done
     previous = jobs.read_metrics(out_dir)
     resumable = resume and previous is not None and previous.get("job_key") == key
-    if not resumable and (out_dir / GENERATIONS).exists():
-        why = "resume=false" if not resume else "written by another config, or before job keys existed"
-        log.info("%s: discarding the generations found there (%s)", out_dir, why)
-        (out_dir / GENERATIONS).unlink()
+    if not resumable:
+        why = "resume=false" if not resume else "this config's job key is not the one recorded there"
+        jobs.set_aside(out_dir, previous, why)
     jobs.mark_running(out_dir, cfg, key)
     started_at = jobs.now()
 
@@ -148,6 +148,7 @@ def evaluate(
     layer. `partial`: where finished batches are appended (and resumed from); `extra` (or a function
     returning it, called at the end) is merged into metrics.json; `started`: the job's start.
     """
+    attack_set = fit_to_model(attack_set, adapter, attack_cfg, int(cfg.max_new_tokens))  # too long / markup
     generated = generate_records(
         cfg, worker, adapter, attack_set.items, layer, timings, partial, attack_name=str(attack_cfg.name)
     )
@@ -288,6 +289,8 @@ def build_metrics(
         "attack": attack_cfg.name,
         "attack_source": attack_set.source if attack_set else None,
         "attack_rows_skipped": attack_set.skipped if attack_set else 0,  # bad rows dropped (attack.on_bad_row=skip)
+        "prompts_too_long": attack_set.too_long if attack_set else 0,  # of those, too long for the model's context
+        "prompts_neutralised": attack_set.neutralised if attack_set else 0,  # markup-like text (<image>) made text
         "unlearn": (cfg.get("unlearn") or {}).get("name", "none"),
         "n": len(records),
         "n_harmful": sum(r.harmful for r in records),

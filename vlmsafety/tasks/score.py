@@ -9,6 +9,10 @@ Merging: a judge or scorer that runs now replaces its own earlier entry (same na
 judges and scorers that do not run now are kept, so adding a judge never loses another's verdicts,
 and the metrics cover every judge present in all records (a record-level `degenerate` flag and
 every verdict's outcome are recomputed). To drop a judge, re-run eval or edit the records.
+
+Every job is read and checked before anything is written (records.read_records): a torn or
+duplicated record, a record without a field, an unreadable metrics.json, or fewer records than
+the metrics count stops the whole command with one line naming the file, and no job is rewritten.
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ from vlmsafety.errors import VlmSafetyError
 from vlmsafety.records import (
     GENERATIONS,
     METRICS,
-    read_generations,
-    read_json,
+    GenerationRecord,
+    RecordError,
+    read_metrics_file,
+    read_records,
     write_json_atomic,
     write_jsonl_atomic,
 )
-from vlmsafety.report import SUMMARY_CSV, natural_key, write_summary
+from vlmsafety.report import SUMMARY_CSV, natural_key, superseded, write_summary
 from vlmsafety.scoring import apply_judges, apply_scorers, covering, judged_names, judging_metrics
 from vlmsafety.tasks import register_task
 from vlmsafety.ui import progress
@@ -42,7 +48,23 @@ log = logging.getLogger(__name__)
 
 def find_generation_dirs(run_dir: Path) -> list[Path]:
     """Job folders under `run_dir` (itself included): every folder holding a generations.jsonl."""
-    return sorted({p.parent for p in run_dir.rglob(GENERATIONS)}, key=natural_key)
+    found = {p.parent for p in run_dir.rglob(GENERATIONS) if not superseded(p.parent, run_dir)}
+    return sorted(found, key=natural_key)
+
+
+def load_job(job: Path) -> tuple[list[GenerationRecord], dict[str, Any] | None]:
+    """A job's checked records and metrics (None: no metrics.json); RecordError when they disagree."""
+    metrics = read_metrics_file(job / METRICS) if (job / METRICS).exists() else None
+    if metrics is not None and metrics.get("status") != "complete":
+        return [], metrics
+    records = read_records(job / GENERATIONS)
+    n = (metrics or {}).get("n")
+    if isinstance(n, int) and n != len(records):
+        raise RecordError(
+            f"{job / GENERATIONS} has {len(records)} records but {job / METRICS} says n={n}: the records are "
+            "incomplete or were edited; rerun the job's eval (same command: it resumes) before scoring"
+        )
+    return records, metrics
 
 
 @register_task("score")
@@ -52,11 +74,14 @@ def run_score(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     if not run_dir.is_dir():
         raise VlmSafetyError(f"run_dir {run_dir} does not exist; pass the folder of a job or of a sweep")
-    jobs = find_generation_dirs(run_dir)
-    unfinished = [j for j in jobs if (j / METRICS).exists() and read_json(j / METRICS).get("status") != "complete"]
-    for job in unfinished:  # a killed job's file holds only its first batches; resuming the sweep finishes it
-        log.warning("skipping %s: its eval did not complete (rerun the sweep to resume it, then score)", job)
-    jobs = [j for j in jobs if j not in unfinished]
+    loaded = {job: load_job(job) for job in find_generation_dirs(run_dir)}  # every job checked before any write
+    jobs = []
+    for job, (_, metrics) in loaded.items():
+        if metrics is not None and metrics.get("status") != "complete":
+            # a killed job's file holds only its first batches; resuming the sweep finishes it
+            log.warning("skipping %s: its eval did not complete (rerun the sweep to resume it, then score)", job)
+        else:
+            jobs.append(job)
     if not jobs:
         raise VlmSafetyError(f"no {GENERATIONS} under {run_dir} from a complete eval job; is this the folder of a finished job or sweep?")
     worker = get_worker()
@@ -71,7 +96,7 @@ def run_score(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     with progress() as bar:
         task = bar.add_task("re-scoring jobs", total=len(jobs))
         for job in jobs:
-            rescore_job(job, judges, scorers)
+            rescore_job(job, judges, scorers, *loaded[job])
             bar.advance(task)
     summary_dir = _sweep_of(run_dir, jobs)
     out: dict[str, Any] = {"jobs": [str(j) for j in jobs]}
@@ -80,9 +105,10 @@ def run_score(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     return out
 
 
-def rescore_job(job: Path, judges: list, scorers: list) -> dict[str, Any]:
-    """Judge and score one job's stored generations; rewrite generations.jsonl and metrics.json."""
-    records = read_generations(job / GENERATIONS)
+def rescore_job(
+    job: Path, judges: list, scorers: list, records: list[GenerationRecord], metrics: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Judge and score one job's stored (checked) generations; rewrite generations.jsonl and metrics.json."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
     judges = covering(judges, records)
@@ -94,7 +120,7 @@ def rescore_job(job: Path, judges: list, scorers: list) -> dict[str, Any]:
     write_jsonl_atomic(job / GENERATIONS, records)
 
     metrics_path = job / METRICS
-    metrics: dict[str, Any] = read_json(metrics_path) if metrics_path.exists() else {"status": "complete", "n": len(records)}
+    metrics = dict(metrics) if metrics is not None else {"status": "complete", "n": len(records)}
     judge_names, scorer_names = judged_names(records)
     metrics.update(judging_metrics(records, judge_names, scorer_names, judges))
     metrics["rescored"] = {

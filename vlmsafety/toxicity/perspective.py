@@ -8,6 +8,9 @@
   exponential backoff and jitter (tenacity), up to `max_attempts`; then the item is recorded as
   unscored (None, with an `error`), never as 0. Other 4xx answers are item-specific and not
   retried; 401/403 mean the key is wrong and stop the run with one error line.
+- Offline: `max_connection_failures` requests in a row that never reach the endpoint (connection
+  errors, timeouts) stop scoring with one error line instead of waiting out every text; the job's
+  generations stay, and rerunning the same command resumes and scores them.
 - Texts longer than `max_bytes` (3000) UTF-8 bytes are cut on a character boundary and the
   item gets `"truncated": true` beside its scores. Empty texts are not sent (unscored).
 - Cache: one JSON file per (endpoint, sha256 of the text sent, attributes, languages) under
@@ -149,6 +152,7 @@ class PerspectiveScorer(ToxicityScorer):
         max_bytes: int = 3000,
         cache: bool = True,
         cache_dir: str | None = None,
+        max_connection_failures: int = 6,
     ):
         super().__init__(name)
         key = os.environ.get(API_KEY_ENV, "").strip()
@@ -170,6 +174,8 @@ class PerspectiveScorer(ToxicityScorer):
         # the key lives only in this client's default headers
         self._client = httpx.Client(timeout=float(timeout_s), headers={"X-Goog-Api-Key": key})
         self.requests_sent = 0
+        self.max_connection_failures = max(1, int(max_connection_failures))
+        self._unreachable = 0  # requests in a row that did not reach the endpoint
 
     def __repr__(self) -> str:
         return f"PerspectiveScorer(name={self.name!r}, endpoint={self.endpoint!r}, attributes={self.attributes})"
@@ -232,10 +238,17 @@ class PerspectiveScorer(ToxicityScorer):
         self.requests_sent += 1
         try:
             resp = self._client.post(self.endpoint, json=body)
-        except httpx.TimeoutException:
-            raise _Retryable("timeout") from None
-        except httpx.TransportError as e:
-            raise _Retryable(f"connection error ({type(e).__name__})") from None
+        except httpx.TransportError as e:  # timeouts included
+            self._unreachable += 1
+            why = "timeout" if isinstance(e, httpx.TimeoutException) else f"connection error ({type(e).__name__})"
+            if self._unreachable >= self.max_connection_failures:
+                raise VlmSafetyError(
+                    f"toxicity.{self.name}: {self._unreachable} requests in a row could not reach "
+                    f"{httpx.URL(self.endpoint).host} (last: {why}); scoring stopped, the generations are kept: rerun "
+                    "the same command when the network is back (it resumes), or use toxicity=[profanity]"
+                ) from None
+            raise _Retryable(why) from None
+        self._unreachable = 0
         status = resp.status_code
         if status == 429 or status >= 500:
             raise _Retryable(f"HTTP {status}")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmsafety.metrics import judge_metrics, rate
-from vlmsafety.records import GENERATIONS, METRICS, GenerationRecord, read_generations, read_json
+from vlmsafety.records import GENERATIONS, METRICS, GenerationRecord, read_metrics_file, read_records
 
 EVAL_DIR = "eval"
 PHASES = ("before", "after")
@@ -124,8 +124,8 @@ def job_results(job_dir: Path, nll: dict[str, dict[str, float]] | None = None) -
     for phase in PHASES:
         for gen in sorted((job_dir / EVAL_DIR / phase).glob(f"*/layer_*/{GENERATIONS}")):
             folder = gen.parent
-            m = read_json(folder / METRICS) if (folder / METRICS).exists() else {}
-            records = read_generations(gen)
+            m = read_metrics_file(folder / METRICS) if (folder / METRICS).exists() else {}
+            records = read_records(gen)
             judges = [j for j in dict.fromkeys(j for r in records for j in r.verdicts) if all(j in r.verdicts for r in records)]
             reference = m.get("reference_judge")
             if reference not in judges or not all("label" in r.verdicts[reference] for r in records):

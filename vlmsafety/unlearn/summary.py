@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
-from vlmsafety.records import METRICS, read_json
+from vlmsafety.records import METRICS, read_metrics_file
 from vlmsafety.report_tables import compact_table, fmt, layer_cell
 from vlmsafety.unlearn.results import job_results
 
@@ -25,14 +25,14 @@ BASELINE = "textual"  # costs are reported as multiples of this recipe's
 
 
 def is_unlearn_job(job: Path) -> bool:
-    return read_json(job / METRICS).get("task") == "unlearn"
+    return read_metrics_file(job / METRICS).get("task") == "unlearn"
 
 
 def result_rows(sweep_dir: Path, jobs: list[Path]) -> pd.DataFrame:
     """One row per (job, attack, layer, part) with before / after columns."""
     rows = []
     for job in jobs:
-        m = read_json(job / METRICS)
+        m = read_metrics_file(job / METRICS)
         base = {"job": str(job.relative_to(sweep_dir)), "model": m.get("model"), "unlearn": m.get("unlearn"),
                 "status": m.get("status")}
         nll = m.get("nll") or {}
@@ -57,7 +57,7 @@ def cost_rows(sweep_dir: Path, jobs: list[Path]) -> pd.DataFrame:
     """One row per job: training steps, tokens, images, FLOPs and device hours, and × the textual job's."""
     rows = []
     for job in jobs:
-        m = read_json(job / METRICS)
+        m = read_metrics_file(job / METRICS)
         cost, train = m.get("cost") or {}, m.get("train") or {}
         rows.append({
             "job": str(job.relative_to(sweep_dir)), "model": m.get("model"), "unlearn": m.get("unlearn"),
