@@ -18,7 +18,7 @@ import pandas as pd
 from rich.table import Table
 
 from vlmsafety.errors import VlmSafetyError
-from vlmsafety.records import METRICS, read_json
+from vlmsafety.records import METRICS, RecordError, read_metrics_file
 
 GROUPS = ("early", "middle", "late")
 
@@ -45,11 +45,10 @@ def group_means(values: Mapping[int, float], groups: Mapping[str, Sequence[int]]
 def paper_spec(sweep_dir: Path, jobs: Sequence[str]) -> dict[str, Any] | None:
     """The `paper` block the sweep's jobs ran with (from the first job's metrics.json), or None."""
     for job in jobs:
-        path = Path(sweep_dir) / job / METRICS
-        if path.is_file():
-            paper = (read_json(path).get("config") or {}).get("paper")
-            if paper and paper.get("layer_groups"):
-                return paper
+        metrics = _metrics(Path(sweep_dir) / job)
+        paper = (metrics.get("config") or {}).get("paper")
+        if paper and paper.get("layer_groups"):
+            return paper
     return None
 
 
@@ -99,5 +98,12 @@ def aggregate_table(sweep_dir: Path, df: pd.DataFrame) -> Table | None:
 
 
 def _num_layers(job: Path) -> int | None:
-    path = job / METRICS
-    return read_json(path).get("num_layers") if path.is_file() else None
+    return _metrics(job).get("num_layers")
+
+
+def _metrics(job: Path) -> dict[str, Any]:
+    """The job's metrics.json, or {} when it is missing or unreadable (the summary names such a job)."""
+    try:
+        return read_metrics_file(job / METRICS)
+    except RecordError:
+        return {}
