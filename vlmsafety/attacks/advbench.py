@@ -19,6 +19,7 @@ from vlmsafety.attacks.pairing import TextImagePolicy
 from vlmsafety.attacks.rows import Row, check_image, collect
 from vlmsafety.attacks.sources import Table, attack_name, open_table
 from vlmsafety.errors import VlmSafetyError
+from vlmsafety.ui import DETAIL
 
 log = logging.getLogger(__name__)
 
@@ -60,5 +61,5 @@ def _paired(attack: DictConfig, table: Table) -> bool:
         raise VlmSafetyError(f"attack {attack_name(attack)!r}: rows from {table.source} name image files; "
                              "use a local copy of the file (attack.path) next to its images")
     log.info("%s: each row names its image (column %r, relative to %s); attack.image_dir and image_seed are not used",
-             table.source, PAIRED, table.folder)
+             table.source, PAIRED, table.folder, extra=DETAIL)  # the job's log file, not the console
     return True
