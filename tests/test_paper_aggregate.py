@@ -59,6 +59,24 @@ def test_identical_failures_are_listed_once():
     assert job_list(groups[0][1]) == "0, 1 … 24 (25 jobs)" and job_list(["3", "7"]) == "3, 7"
 
 
+def test_a_missing_judge_checkpoint_names_the_offline_judge(monkeypatch):
+    from omegaconf import OmegaConf
+
+    import vlmsafety.models.source as source
+
+    monkeypatch.setattr(source.hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(source, "try_to_load_from_cache", lambda *a, **k: None)  # nothing in the HF cache
+    spec = OmegaConf.create({"name": "x", "id": "meta-llama/Llama-Guard-3-8B"})
+    with pytest.raises(VlmSafetyError) as judge:
+        source.ensure_hub_checkpoint(spec, key="judge.llamaguard3")
+    assert str(judge.value).endswith(
+        "or set judge.llamaguard3.path=/path/to/a/local/copy, or judge without it: judge=[keyword]"
+    ) and "`hf download meta-llama/Llama-Guard-3-8B`" in str(judge.value)
+    with pytest.raises(VlmSafetyError) as model:  # a model has no such alternative
+        source.ensure_hub_checkpoint(spec, key="model")
+    assert "judge=" not in str(model.value)
+
+
 @pytest.mark.slow
 def test_the_acceptance_command_offline_is_one_line_naming_the_judge_and_its_alternative(tmp_path):
     # as written in the issue: Llama Guard 3 8B (the preset's judge) cannot be on an offline machine, so every job
