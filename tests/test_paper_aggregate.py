@@ -46,6 +46,23 @@ def test_group_means_hand_computed():
     assert means["late"] == (None, 0, 1)
 
 
+def test_an_unreadable_job_leaves_the_aggregate_of_the_others(tmp_path):
+    from vlmsafety.paper_aggregate import aggregate_table
+
+    paper = {"name": "paper1", "layer_groups": {"early": [1, 2], "late": [3]}}
+    for job in ("0", "1", "2"):
+        (tmp_path / job).mkdir()
+        (tmp_path / job / "metrics.json").write_text(json.dumps({"config": {"paper": paper}, "num_layers": 3}))
+    (tmp_path / "2" / "metrics.json").write_bytes(b"")  # a 0-byte file: the summary lists the job as unreadable
+    df = pd.DataFrame({
+        "job": ["0", "1", "2"], "status": ["complete", "complete", "unreadable"], "layer": [1, 2, 3],
+        "model": "m", "attack": "a", "unlearn": "none", "asr_keyword": [0.25, 0.75, None],
+    })
+    table = aggregate_table(tmp_path, df)
+    cells = [list(col.cells) for col in table.columns]
+    assert cells[2] == ["0.500"] and cells[3] == ["—"]  # early: (0.25 + 0.75) / 2; late: its one job unreadable
+
+
 def test_identical_failures_are_listed_once():
     bad = pd.DataFrame({
         "job": [str(i) for i in range(25)] + ["25"],

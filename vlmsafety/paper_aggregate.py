@@ -45,11 +45,9 @@ def group_means(values: Mapping[int, float], groups: Mapping[str, Sequence[int]]
 def paper_spec(sweep_dir: Path, jobs: Sequence[str]) -> dict[str, Any] | None:
     """The `paper` block the sweep's jobs ran with (from the first job's metrics.json), or None."""
     for job in jobs:
-        path = Path(sweep_dir) / job / METRICS
-        if path.is_file():
-            paper = (read_json(path).get("config") or {}).get("paper")
-            if paper and paper.get("layer_groups"):
-                return paper
+        paper = (_metrics(Path(sweep_dir) / job).get("config") or {}).get("paper")
+        if paper and paper.get("layer_groups"):
+            return paper
     return None
 
 
@@ -75,7 +73,7 @@ def aggregate_rows(df: pd.DataFrame, paper: Mapping[str, Any]) -> list[dict[str,
 
 def aggregate_table(sweep_dir: Path, df: pd.DataFrame) -> Table | None:
     """The paper's early / middle / late means of the sweep, when its jobs ran with a paper preset."""
-    paper = paper_spec(sweep_dir, list(df["job"])) if not df.empty else None
+    paper = paper_spec(sweep_dir, list(df.loc[df["status"] == "complete", "job"])) if not df.empty else None
     if paper is None:
         return None
     df = df.assign(num_layers=[_num_layers(Path(sweep_dir) / job) for job in df["job"]])
@@ -99,5 +97,13 @@ def aggregate_table(sweep_dir: Path, df: pd.DataFrame) -> Table | None:
 
 
 def _num_layers(job: Path) -> int | None:
-    path = job / METRICS
-    return read_json(path).get("num_layers") if path.is_file() else None
+    return _metrics(job).get("num_layers")
+
+
+def _metrics(job: Path) -> dict[str, Any]:
+    """The job's metrics.json, or {} when it is missing or unreadable (the summary reports such a job already)."""
+    try:
+        data = read_json(job / METRICS)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
