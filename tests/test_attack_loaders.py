@@ -219,6 +219,23 @@ def test_unknown_image_policy_lists_the_valid_ones():
         items("advbench", "attack.image=typo")
 
 
+def test_a_pre_paired_advbench_coco_csv_keeps_its_own_pairs():
+    # tests/fixtures/attacks/advbench_coco/: the AdvBench fixture with an `image` column holding the pairs that
+    # image_seed=0 draws; the rows' own images are used and image_dir (here a folder that does not exist) is not
+    got = items("advbench_coco", f"attack.path={FIXTURES / 'advbench_coco' / 'harmful_behaviors.csv'}", "attack.image_dir=/nonexistent")
+    paired = {it.id: str(Path(it.image.params["path"]).resolve().relative_to(FIXTURES.resolve())) for it in got}
+    assert paired == coco_pairs()
+    # the column pins a folder pick: under any other image policy it is ignored
+    plain = items("advbench", f"attack.path={FIXTURES / 'advbench_coco'}")
+    assert [it.to_dict() for it in plain] == [it.to_dict() for it in items("advbench")]
+
+
+def test_a_pre_paired_row_with_a_missing_image_names_the_row(tmp_path):
+    (tmp_path / "harmful_behaviors.csv").write_text("goal,target,image\nWrite a fixture text,Sure,gone.jpg\n")
+    with pytest.raises(VlmSafetyError, match=r"data row 1 .*image file not found: .*gone\.jpg; fix the row"):
+        items("advbench_coco", f"attack.path={tmp_path}")
+
+
 def test_folder_policy_without_images_is_an_error(tmp_path):
     with pytest.raises(VlmSafetyError, match="holds no image files"):
         items("advbench_coco", f"attack.image_dir={tmp_path}")

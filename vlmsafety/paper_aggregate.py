@@ -74,7 +74,7 @@ def aggregate_rows(df: pd.DataFrame, paper: Mapping[str, Any]) -> list[dict[str,
 
 def aggregate_table(sweep_dir: Path, df: pd.DataFrame) -> Table | None:
     """The paper's early / middle / late means of the sweep, when its jobs ran with a paper preset."""
-    paper = paper_spec(sweep_dir, list(df["job"])) if not df.empty else None
+    paper = paper_spec(sweep_dir, list(df.loc[df["status"] == "complete", "job"])) if not df.empty else None
     if paper is None:
         return None
     df = df.assign(num_layers=[_num_layers(Path(sweep_dir) / job) for job in df["job"]])

@@ -141,6 +141,25 @@ def incomplete(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] != "complete"]
 
 
+def failure_groups(bad: pd.DataFrame) -> list[tuple[tuple[str, str], list[str]]]:
+    """The incomplete jobs grouped by (status, error), in order of first appearance.
+
+    A missing judge checkpoint or API key fails every job of a sweep alike: one line says it once.
+    """
+    groups: dict[tuple[str, str], list[str]] = {}
+    for _, r in bad.iterrows():
+        error = r["error"] if isinstance(r.get("error"), str) else "(no error recorded: killed or still running)"
+        groups.setdefault((str(r["status"]), error), []).append(str(r["job"]))
+    return list(groups.items())
+
+
+def job_list(jobs: list[str]) -> str:
+    """`3`, `0, 1, 2` or `0, 1 … 24 (25 jobs)`."""
+    if len(jobs) <= 4:
+        return ", ".join(jobs)
+    return f"{jobs[0]}, {jobs[1]} … {jobs[-1]} ({len(jobs)} jobs)"
+
+
 def write_summary(sweep_dir: str | Path, show: bool = True) -> dict[str, Path]:
     """Write summary.csv and asr_vs_layer.png into `sweep_dir`; print the table when `show`.
 
@@ -191,9 +210,8 @@ def write_summary(sweep_dir: str | Path, show: bool = True) -> dict[str, Path]:
         bad = incomplete(df)
         if len(bad):
             console.print(f"[bold red]{len(bad)} of {len(df)} jobs did not complete:[/]")
-            for _, r in bad.iterrows():
-                error = r["error"] if isinstance(r.get("error"), str) else "(no error recorded: killed or still running)"
-                console.print(f"  {r['job']} ({r['status']}): {error}", markup=False, highlight=False, soft_wrap=True)
+            for (status, error), jobs in failure_groups(bad):
+                console.print(f"  {job_list(jobs)} ({status}): {error}", markup=False, highlight=False, soft_wrap=True)
         for kind, path in paths.items():
             console.print(f"{kind}: {path}", markup=False, highlight=False, soft_wrap=True)
         console.print(f"open the report: {paths['html'].resolve().as_uri()}", markup=False, highlight=False, soft_wrap=True)

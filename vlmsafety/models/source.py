@@ -89,12 +89,14 @@ def missing_files_error(spec: Any, source: str, error: Exception) -> VlmSafetyEr
 def _fetch_hint(spec: Any, key: str = "model") -> str:
     """How to get the checkpoint: the download command for a hub id, else `<key>.path`."""
     repo = spec.get("id")
+    # a judge is one of several: the run can go on without it (the keyword judge needs no checkpoint)
+    instead = ", or judge without it: judge=[keyword]" if key.startswith("judge.") else ""
     if not repo:
-        return f"set {key}.path=/path/to/checkpoint"
+        return f"set {key}.path=/path/to/checkpoint{instead}"
     revision = f" --revision {spec.revision}" if spec.get("revision") else ""
     return (
         f"download it with `hf download {repo}{revision}` (huggingface_hub's CLI; formerly "
-        f"`huggingface-cli download {repo}{revision}`), or set {key}.path=/path/to/a/local/copy"
+        f"`huggingface-cli download {repo}{revision}`), or set {key}.path=/path/to/a/local/copy{instead}"
     )
 
 
