@@ -4,6 +4,7 @@ The stand-ins are random models of the real classes with the official prompt for
 verdicts mean nothing, but every step around the model is the real one.
 """
 
+import hf_reference as hf
 import pytest
 import torch
 
@@ -96,7 +97,14 @@ def test_llamaguard3_vision_judges_with_the_records_image(llamaguard3_vision_sta
 
 
 @torch.no_grad()
-def test_llamaguard3_vision_score_is_p_unsafe_at_the_verdict_position(llamaguard3_vision_standin):
+def test_llamaguard3_vision_score_is_p_unsafe_on_metas_vision_features(llamaguard3_vision_standin):
+    """P(unsafe) by hand, with the vision features of Meta's encoder, not transformers' own vision forward.
+
+    Meta's `ImageTransformer` (llama-models `models/llama3/multimodal/model.py`) stores each block's
+    input, so intermediate slot i holds the state after i local blocks; transformers 5.x's forward
+    reads the state after i + 1 (docs/models.md). The reference is transformers' model with only its
+    local-encoder loop replaced by Meta's (`hf_reference.meta_local_encoder`), not the project's code.
+    """
     judge = llamaguard3_vision_standin
     field = _image_field()
     image = render_image(ImageSpec.from_dict(field["spec"]))
@@ -104,6 +112,7 @@ def test_llamaguard3_vision_score_is_p_unsafe_at_the_verdict_position(llamaguard
     verdicts = judge.judge(recs)
     unsafe_id = judge.word_ids["unsafe"]
     assert len(unsafe_id) == 1
+    vision = judge.model.model.vision_model
     for rec, verdict in zip(recs, verdicts, strict=True):
         # by hand: this record alone, the rendered prompt + "\n\n" through the processor, the model's
         # softmax over the vocabulary at the last position
@@ -111,9 +120,15 @@ def test_llamaguard3_vision_score_is_p_unsafe_at_the_verdict_position(llamaguard
         assert text.count("<|image|>") == (rec.image is not None)
         kwargs = {"images": [[image]]} if rec.image is not None else {}
         inputs = judge.processor(text=[text], add_special_tokens=False, return_tensors="pt", **kwargs)
-        probs = judge.model(**inputs).logits[0, -1].softmax(-1)
-        assert verdict["score"] == pytest.approx(probs[unsafe_id[0]].item(), abs=1e-5)
+        with hf.meta_local_encoder(vision, judge.model.config.vision_config.num_hidden_layers):
+            meta = judge.model(**inputs).logits[0, -1].softmax(-1)[unsafe_id[0]].item()
+        theirs = judge.model(**inputs).logits[0, -1].softmax(-1)[unsafe_id[0]].item()  # transformers' own forward
+        assert verdict["score"] == pytest.approx(meta, abs=1e-5)
         assert verdict["unsafe"] == (verdict["score"] >= judge.threshold)
+        if rec.image is None:  # no image, no vision features: the two forwards agree
+            assert theirs == pytest.approx(meta, abs=1e-6)
+        else:
+            assert theirs != pytest.approx(verdict["score"], rel=0.1)  # on the stand-in: about a third of it
 
 
 def test_llamaguard3_vision_refuses_an_image_that_changed(llamaguard3_vision_standin):
