@@ -211,3 +211,64 @@ def test_judges_on_cuda_match_cpu_and_run_in_4bit(llamaguard3_standin, harmbench
     assert all(0.0 <= v["score"] <= 1.0 for v in four_bit.judge(recs))
     vision = _judge("lgv_cuda", "llamaguard3_vision", device="cuda", quant="4bit")
     assert all(0.0 <= v["score"] <= 1.0 for v in vision.judge(_recs(_image_field())))
+
+
+class _Resolved(Exception):
+    """Stops a judge right after it resolved its dtype (CUDA is not here to load onto)."""
+
+
+def _with_config_dtype(tmp_path, value):
+    """A copy of the Llama Guard 3 stand-in whose config.json records `value` as its dtype (None: no dtype)."""
+    import json
+    import shutil
+
+    from vlmsafety.models.builtin import ensure_builtin
+
+    folder = tmp_path / f"lg_{value}"
+    shutil.copytree(ensure_builtin("tiny_llamaguard3"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("torch_dtype", None)
+    config.pop("dtype", None)
+    if value is not None:
+        config["dtype"] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _dtype_on_cuda(monkeypatch, folder, dtype="auto"):
+    """The dtype a judge on `folder` would load with on CUDA: its device is CUDA, its load stops before weights."""
+    from vlmsafety.judges import build_judge, llm
+
+    seen = {}
+
+    def load(self, common, config, resolved, quant):
+        seen["dtype"] = resolved
+        raise _Resolved
+
+    monkeypatch.setattr(llm, "resolve_device", lambda preference: torch.device("cuda"))
+    monkeypatch.setattr(llm.LLMJudge, "_load", load)
+    with pytest.raises(_Resolved):
+        build_judge("lg", {"type": "llamaguard3", "path": str(folder), "dtype": dtype})
+    return seen["dtype"]
+
+
+def test_judge_dtype_auto_is_the_checkpoints_own_on_cuda_and_float32_on_cpu(tmp_path, monkeypatch, caplog):
+    """As for models (vlmsafety/models/loading.py): `auto` follows config.json's dtype on CUDA.
+
+    A float16 checkpoint tells the rule apart from the judges' former one (`auto` = bfloat16 on CUDA
+    whatever the checkpoint records).
+    """
+    from vlmsafety.judges import build_judge
+
+    fp16 = _with_config_dtype(tmp_path, "float16")
+    on_cpu = build_judge("lg16", {"type": "llamaguard3", "path": str(fp16), "device": "cpu"})
+    assert on_cpu.model.dtype == torch.float32  # the CPU rule, whatever the checkpoint records
+    with monkeypatch.context() as m:
+        assert _dtype_on_cuda(m, fp16) == torch.float16
+        assert _dtype_on_cuda(m, _with_config_dtype(tmp_path, "float32")) == torch.float32
+        assert _dtype_on_cuda(m, fp16, dtype="bfloat16") == torch.bfloat16  # an explicit dtype wins
+        with caplog.at_level("WARNING", logger="vlmsafety.models.loading"):
+            assert _dtype_on_cuda(m, _with_config_dtype(tmp_path, None)) == torch.bfloat16
+        assert "judge.lg.dtype=auto: the checkpoint's config.json records no dtype" in caplog.text
+    with pytest.raises(VlmSafetyError, match=r"^judge.lg16.dtype='fp8' is not supported"):
+        build_judge("lg16", {"type": "llamaguard3", "path": str(fp16), "device": "cpu", "dtype": "fp8"})

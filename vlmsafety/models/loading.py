@@ -37,8 +37,8 @@ def resolve_device(preference: str = "auto") -> torch.device:
     return torch.device(preference)
 
 
-def resolve_dtype(name: str, device: torch.device, config: Any = None) -> torch.dtype:
-    """`model.dtype` as a torch dtype. `auto`: on CUDA the checkpoint's own dtype (`config`'s), so the released
+def resolve_dtype(name: str, device: torch.device, config: Any = None, key: str = "model") -> torch.dtype:
+    """`<key>.dtype` as a torch dtype. `auto`: on CUDA the checkpoint's own dtype (`config`'s), so the released
     weights load as published (bfloat16 when `config` is None or records none); on a CPU float32, where
     half-precision kernels are slow or missing."""
     if name == "auto":
@@ -46,8 +46,20 @@ def resolve_dtype(name: str, device: torch.device, config: Any = None) -> torch.
             return torch.float32
         return checkpoint_dtype(config) or torch.bfloat16
     if name not in _DTYPES:
-        raise VlmSafetyError(f"model.dtype={name!r} is not supported; use one of auto, {', '.join(_DTYPES)}")
+        raise VlmSafetyError(f"{key}.dtype={name!r} is not supported; use one of auto, {', '.join(_DTYPES)}")
     return _DTYPES[name]
+
+
+def load_dtype(name: str, device: torch.device, config: Any, key: str = "model") -> torch.dtype:
+    """The dtype to load a checkpoint with (`resolve_dtype` on its config), for models and judges alike.
+
+    Says so when `auto` on CUDA has no recorded dtype to follow and falls back to bfloat16.
+    """
+    dtype = resolve_dtype(name, device, config, key)
+    if name == "auto" and device.type == "cuda" and checkpoint_dtype(config) is None:
+        log.warning("%s.dtype=auto: the checkpoint's config.json records no dtype; loading it in %s (set %s.dtype "
+                    "to choose)", key, dtype, key)
+    return dtype
 
 
 def checkpoint_dtype(config: Any) -> torch.dtype | None:
@@ -72,9 +84,7 @@ def load_adapter(spec: Any, device: torch.device) -> FamilyAdapter:
     except OSError as e:  # no config.json in the folder or the cache
         raise missing_files_error(spec, source, e) from None
     check_config(spec, family, config, where=f"the config.json of {source}")
-    dtype = resolve_dtype(str(spec.get("dtype", "auto")), device, config)
-    if spec.get("dtype", "auto") == "auto" and device.type == "cuda" and checkpoint_dtype(config) is None:
-        log.warning("%s: config.json records no dtype; dtype auto loads it in %s", spec.get("name"), dtype)
+    dtype = load_dtype(str(spec.get("dtype", "auto")), device, config, key="model")
     placement = _placement(spec, device, dtype, family)
     try:
         processor = family.load_processor(source, **common)
