@@ -19,6 +19,7 @@ from transformers import AutoConfig
 from transformers.utils import logging as hf_logging
 
 from vlmsafety.errors import VlmSafetyError
+from vlmsafety.lfs import check_not_lfs_pointer
 from vlmsafety.models.base import CHAT_DATE_FORMAT, DEFAULT_CHAT_DATE, FamilyAdapter, get_family
 from vlmsafety.models.facts import check_config
 from vlmsafety.models.source import missing_files_error, resolve_source
@@ -78,6 +79,8 @@ def load_adapter(spec: Any, device: torch.device) -> FamilyAdapter:
     family = get_family(spec.family)
     hf_logging.disable_progress_bar()  # our own log line says what is loading
     source = resolve_source(spec)
+    if spec.get("adapter"):  # checked before any weight is loaded
+        adapter_folder(str(spec.adapter))
     common: dict[str, Any] = {"revision": spec.get("revision"), "trust_remote_code": False}
     try:
         config = AutoConfig.from_pretrained(source, **common)
@@ -135,16 +138,26 @@ def chat_date(spec: Any) -> str:
     return str(value)
 
 
-def attach_adapter(model: Any, path: str) -> None:
-    """Load a saved LoRA adapter (an unlearn job's `adapter/` folder) into `model`, in place, unmerged.
-
-    Unmerged, the model computes exactly what the trained model computed when the adapter was saved.
-    """
+def adapter_folder(path: str) -> Path:
+    """`model.adapter`'s folder, checked: it holds adapter_config.json and no Git LFS pointer in place of a file."""
     folder = Path(path).expanduser()
     if not (folder / "adapter_config.json").is_file():
         raise VlmSafetyError(
             f"model.adapter={path} has no adapter_config.json; point it at the adapter/ folder an unlearn job saved"
         )
+    # An adapter committed to a repository and cloned without git-lfs holds pointers in place of its weights.
+    for file in sorted(folder.iterdir()):
+        if file.is_file():
+            check_not_lfs_pointer(file)
+    return folder
+
+
+def attach_adapter(model: Any, path: str) -> None:
+    """Load a saved LoRA adapter (an unlearn job's `adapter/` folder) into `model`, in place, unmerged.
+
+    Unmerged, the model computes exactly what the trained model computed when the adapter was saved.
+    """
+    folder = adapter_folder(path)
     from peft import PeftModel
 
     PeftModel.from_pretrained(model, str(folder), is_trainable=False)  # injects the LoRA layers into `model`
