@@ -1,7 +1,8 @@
 """A Git LFS pointer in place of a user's file is one line saying `git lfs pull`, wherever the file is read.
 
 Attack tables and their images: tests/test_attack_rows.py (every upstream format). Here: the pointer
-test itself, and the other readers (image files, fonts, unlearning data, model and adapter folders).
+test itself, and the other readers (image files, fonts, unlearning data, model and adapter folders,
+Detoxify's files).
 """
 
 from __future__ import annotations
@@ -119,3 +120,20 @@ def test_adapter_folder_cloned_without_lfs(tmp_path, pointer, cpu, monkeypatch):
     with pytest.raises(VlmSafetyError) as err:
         loading.attach_adapter(None, str(adapter))  # the attaching step checks too, whoever calls it
     assert_lfs_line(err, adapter / pointer)
+
+
+@pytest.mark.parametrize("pointer", ["toxic.ckpt", "config/config.json", "config/vocab.txt"])
+def test_detoxify_files_cloned_without_lfs(tmp_path, pointer):
+    """toxicity=[detoxify]: its checkpoint and the base model's folder (often a hub clone) are user files too."""
+    pytest.importorskip("detoxify")
+    from vlmsafety.toxicity import build_scorer
+
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.json").write_text('{"model_type": "bert"}')
+    (tmp_path / "config" / "vocab.txt").write_text("[PAD]\n[UNK]\n")
+    (tmp_path / "toxic.ckpt").write_bytes(b"\0" * 2048)
+    pointer_to(tmp_path / pointer)
+    cfg = {"type": "detoxify", "checkpoint": str(tmp_path / "toxic.ckpt"), "config_dir": str(tmp_path / "config")}
+    with pytest.raises(VlmSafetyError) as err:
+        build_scorer("detoxify", cfg)
+    assert_lfs_line(err, tmp_path / pointer)
