@@ -131,6 +131,34 @@ def test_llamaguard3_vision_score_is_p_unsafe_on_metas_vision_features(llamaguar
             assert theirs != pytest.approx(verdict["score"], rel=0.1)  # on the stand-in: about a third of it
 
 
+@torch.no_grad()
+def test_llamaguard3_vision_generates_on_metas_vision_features(llamaguard3_vision_standin):
+    """With `max_new_tokens` > 0 the judge's `generate` reads the same (Meta's) features as its P(unsafe).
+
+    The stand-in's greedy answers are the same under either features, so the test watches what
+    reaches the projector: every call, the scoring forward and generate's prefill alike.
+    """
+    judge = llamaguard3_vision_standin
+    recs = _recs(_image_field())[:2]
+    vision = judge.model.model.vision_model
+    inputs = judge.encode(recs)
+    with hf.meta_local_encoder(vision, judge.model.config.vision_config.num_hidden_layers):
+        meta = vision(**{k: inputs[k] for k in ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask")}).last_hidden_state
+    seen = []
+    hook = judge.model.model.multi_modal_projector.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    old = judge.max_new_tokens
+    try:
+        judge.max_new_tokens = 2
+        verdicts = judge.judge(recs)
+    finally:
+        judge.max_new_tokens = old
+        hook.remove()
+    assert all("raw" in v for v in verdicts)
+    assert len(seen) == 2  # one scoring forward, one prefill of generate
+    for features in seen:
+        assert torch.allclose(features, meta, atol=1e-5)
+
+
 def test_llamaguard3_vision_refuses_an_image_that_changed(llamaguard3_vision_standin):
     field = _image_field()
     field["sha256"] = "0" * 64
