@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+from transformers.modeling_outputs import BaseModelOutput
 
 from vlmsafety.models.base import Generation
 
@@ -70,3 +71,31 @@ def a_generated_token(sequences: torch.Tensor, prompt_len: int, row: int = 0, po
         if new[k] not in new[:k]:
             return new[k]
     raise AssertionError(f"row {row} repeats one token: {new}")
+
+
+@contextmanager
+def meta_local_encoder(vision, layer: int, shift: int = 0) -> Iterator[None]:
+    """While active, transformers' vision forward runs its local encoder as Meta's `ImageTransformer` does.
+
+    Blocks 1..`layer` run in order; before block idx runs, its input (the state after idx blocks)
+    is stored, as Meta's loop does; slot i then reads the state after min(i + shift, layer) blocks
+    (shift 0 = Meta; shift 1 = what transformers 5.x's own forward reads). Everything else —
+    embeddings, masks, `layernorm_post`, the global blocks, slot layout — is transformers' own code.
+    """
+    blocks = vision.transformer.layers
+
+    def forward(hidden_states, attention_mask=None):
+        after = []  # after[k] = the input of block k+1 = the state after k blocks
+        x = hidden_states
+        for block in blocks[:layer]:
+            after.append(x)
+            x = block(x, attention_mask=attention_mask)
+        after.append(x)
+        slots = tuple(after[min(i + shift, layer)] for i in range(len(blocks) + 1))
+        return BaseModelOutput(last_hidden_state=x, hidden_states=slots)
+
+    vision.transformer.forward = forward
+    try:
+        yield
+    finally:
+        del vision.transformer.forward

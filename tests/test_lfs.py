@@ -1,7 +1,8 @@
 """A Git LFS pointer in place of a user's file is one line saying `git lfs pull`, wherever the file is read.
 
 Attack tables and their images: tests/test_attack_rows.py (every upstream format). Here: the pointer
-test itself, and the other readers (image files, fonts, unlearning data, model folders).
+test itself, and the other readers (image files, fonts, unlearning data, model and adapter folders,
+Detoxify's files).
 """
 
 from __future__ import annotations
@@ -94,4 +95,45 @@ def test_model_folder_cloned_without_lfs(tmp_path, pointer):
     pointer_to(tmp_path / pointer)
     with pytest.raises(VlmSafetyError) as err:
         resolve_source(OmegaConf.create({"name": "cloned", "path": str(tmp_path)}))
+    assert_lfs_line(err, tmp_path / pointer)
+
+
+@pytest.mark.parametrize("pointer", ["adapter_model.safetensors", "adapter_config.json"])
+def test_adapter_folder_cloned_without_lfs(tmp_path, pointer, cpu, monkeypatch):
+    """`model.adapter` (a LoRA folder): the one-line LFS error, before anything of the base model is read."""
+    from vlmsafety.models import loading
+
+    def too_late(*args, **kwargs):
+        raise AssertionError("the base model was read before the adapter folder was checked")
+
+    monkeypatch.setattr(loading.AutoConfig, "from_pretrained", too_late)
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 4}')
+    (adapter / "adapter_model.safetensors").write_bytes(b"\0" * 2048)
+    pointer_to(adapter / pointer)
+    spec = OmegaConf.create({"name": "tiny_llava", "family": "llava", "builtin": "tiny_llava", "adapter": str(adapter)})
+    with pytest.raises(VlmSafetyError) as err:
+        loading.load_adapter(spec, cpu)
+    assert_lfs_line(err, adapter / pointer)
+    with pytest.raises(VlmSafetyError) as err:
+        loading.attach_adapter(None, str(adapter))  # the attaching step checks too, whoever calls it
+    assert_lfs_line(err, adapter / pointer)
+
+
+@pytest.mark.parametrize("pointer", ["toxic.ckpt", "config/config.json", "config/vocab.txt"])
+def test_detoxify_files_cloned_without_lfs(tmp_path, pointer):
+    """toxicity=[detoxify]: its checkpoint and the base model's folder (often a hub clone) are user files too."""
+    pytest.importorskip("detoxify")
+    from vlmsafety.toxicity import build_scorer
+
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.json").write_text('{"model_type": "bert"}')
+    (tmp_path / "config" / "vocab.txt").write_text("[PAD]\n[UNK]\n")
+    (tmp_path / "toxic.ckpt").write_bytes(b"\0" * 2048)
+    pointer_to(tmp_path / pointer)
+    cfg = {"type": "detoxify", "checkpoint": str(tmp_path / "toxic.ckpt"), "config_dir": str(tmp_path / "config")}
+    with pytest.raises(VlmSafetyError) as err:
+        build_scorer("detoxify", cfg)
     assert_lfs_line(err, tmp_path / pointer)

@@ -4,6 +4,7 @@ The stand-ins are random models of the real classes with the official prompt for
 verdicts mean nothing, but every step around the model is the real one.
 """
 
+import hf_reference as hf
 import pytest
 import torch
 
@@ -96,7 +97,14 @@ def test_llamaguard3_vision_judges_with_the_records_image(llamaguard3_vision_sta
 
 
 @torch.no_grad()
-def test_llamaguard3_vision_score_is_p_unsafe_at_the_verdict_position(llamaguard3_vision_standin):
+def test_llamaguard3_vision_score_is_p_unsafe_on_metas_vision_features(llamaguard3_vision_standin):
+    """P(unsafe) by hand, with the vision features of Meta's encoder, not transformers' own vision forward.
+
+    Meta's `ImageTransformer` (llama-models `models/llama3/multimodal/model.py`) stores each block's
+    input, so intermediate slot i holds the state after i local blocks; transformers 5.x's forward
+    reads the state after i + 1 (docs/models.md). The reference is transformers' model with only its
+    local-encoder loop replaced by Meta's (`hf_reference.meta_local_encoder`), not the project's code.
+    """
     judge = llamaguard3_vision_standin
     field = _image_field()
     image = render_image(ImageSpec.from_dict(field["spec"]))
@@ -104,6 +112,7 @@ def test_llamaguard3_vision_score_is_p_unsafe_at_the_verdict_position(llamaguard
     verdicts = judge.judge(recs)
     unsafe_id = judge.word_ids["unsafe"]
     assert len(unsafe_id) == 1
+    vision = judge.model.model.vision_model
     for rec, verdict in zip(recs, verdicts, strict=True):
         # by hand: this record alone, the rendered prompt + "\n\n" through the processor, the model's
         # softmax over the vocabulary at the last position
@@ -111,9 +120,43 @@ def test_llamaguard3_vision_score_is_p_unsafe_at_the_verdict_position(llamaguard
         assert text.count("<|image|>") == (rec.image is not None)
         kwargs = {"images": [[image]]} if rec.image is not None else {}
         inputs = judge.processor(text=[text], add_special_tokens=False, return_tensors="pt", **kwargs)
-        probs = judge.model(**inputs).logits[0, -1].softmax(-1)
-        assert verdict["score"] == pytest.approx(probs[unsafe_id[0]].item(), abs=1e-5)
+        with hf.meta_local_encoder(vision, judge.model.config.vision_config.num_hidden_layers):
+            meta = judge.model(**inputs).logits[0, -1].softmax(-1)[unsafe_id[0]].item()
+        theirs = judge.model(**inputs).logits[0, -1].softmax(-1)[unsafe_id[0]].item()  # transformers' own forward
+        assert verdict["score"] == pytest.approx(meta, abs=1e-5)
         assert verdict["unsafe"] == (verdict["score"] >= judge.threshold)
+        if rec.image is None:  # no image, no vision features: the two forwards agree
+            assert theirs == pytest.approx(meta, abs=1e-6)
+        else:
+            assert theirs != pytest.approx(verdict["score"], rel=0.1)  # on the stand-in: about a third of it
+
+
+@torch.no_grad()
+def test_llamaguard3_vision_generates_on_metas_vision_features(llamaguard3_vision_standin):
+    """With `max_new_tokens` > 0 the judge's `generate` reads the same (Meta's) features as its P(unsafe).
+
+    The stand-in's greedy answers are the same under either features, so the test watches what
+    reaches the projector: every call, the scoring forward and generate's prefill alike.
+    """
+    judge = llamaguard3_vision_standin
+    recs = _recs(_image_field())[:2]
+    vision = judge.model.model.vision_model
+    inputs = judge.encode(recs)
+    with hf.meta_local_encoder(vision, judge.model.config.vision_config.num_hidden_layers):
+        meta = vision(**{k: inputs[k] for k in ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask")}).last_hidden_state
+    seen = []
+    hook = judge.model.model.multi_modal_projector.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    old = judge.max_new_tokens
+    try:
+        judge.max_new_tokens = 2
+        verdicts = judge.judge(recs)
+    finally:
+        judge.max_new_tokens = old
+        hook.remove()
+    assert all("raw" in v for v in verdicts)
+    assert len(seen) == 2  # one scoring forward, one prefill of generate
+    for features in seen:
+        assert torch.allclose(features, meta, atol=1e-5)
 
 
 def test_llamaguard3_vision_refuses_an_image_that_changed(llamaguard3_vision_standin):
@@ -196,3 +239,64 @@ def test_judges_on_cuda_match_cpu_and_run_in_4bit(llamaguard3_standin, harmbench
     assert all(0.0 <= v["score"] <= 1.0 for v in four_bit.judge(recs))
     vision = _judge("lgv_cuda", "llamaguard3_vision", device="cuda", quant="4bit")
     assert all(0.0 <= v["score"] <= 1.0 for v in vision.judge(_recs(_image_field())))
+
+
+class _Resolved(Exception):
+    """Stops a judge right after it resolved its dtype (CUDA is not here to load onto)."""
+
+
+def _with_config_dtype(tmp_path, value):
+    """A copy of the Llama Guard 3 stand-in whose config.json records `value` as its dtype (None: no dtype)."""
+    import json
+    import shutil
+
+    from vlmsafety.models.builtin import ensure_builtin
+
+    folder = tmp_path / f"lg_{value}"
+    shutil.copytree(ensure_builtin("tiny_llamaguard3"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("torch_dtype", None)
+    config.pop("dtype", None)
+    if value is not None:
+        config["dtype"] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _dtype_on_cuda(monkeypatch, folder, dtype="auto"):
+    """The dtype a judge on `folder` would load with on CUDA: its device is CUDA, its load stops before weights."""
+    from vlmsafety.judges import build_judge, llm
+
+    seen = {}
+
+    def load(self, common, config, resolved, quant):
+        seen["dtype"] = resolved
+        raise _Resolved
+
+    monkeypatch.setattr(llm, "resolve_device", lambda preference: torch.device("cuda"))
+    monkeypatch.setattr(llm.LLMJudge, "_load", load)
+    with pytest.raises(_Resolved):
+        build_judge("lg", {"type": "llamaguard3", "path": str(folder), "dtype": dtype})
+    return seen["dtype"]
+
+
+def test_judge_dtype_auto_is_the_checkpoints_own_on_cuda_and_float32_on_cpu(tmp_path, monkeypatch, caplog):
+    """As for models (vlmsafety/models/loading.py): `auto` follows config.json's dtype on CUDA.
+
+    A float16 checkpoint tells the rule apart from the judges' former one (`auto` = bfloat16 on CUDA
+    whatever the checkpoint records).
+    """
+    from vlmsafety.judges import build_judge
+
+    fp16 = _with_config_dtype(tmp_path, "float16")
+    on_cpu = build_judge("lg16", {"type": "llamaguard3", "path": str(fp16), "device": "cpu"})
+    assert on_cpu.model.dtype == torch.float32  # the CPU rule, whatever the checkpoint records
+    with monkeypatch.context() as m:
+        assert _dtype_on_cuda(m, fp16) == torch.float16
+        assert _dtype_on_cuda(m, _with_config_dtype(tmp_path, "float32")) == torch.float32
+        assert _dtype_on_cuda(m, fp16, dtype="bfloat16") == torch.bfloat16  # an explicit dtype wins
+        with caplog.at_level("WARNING", logger="vlmsafety.models.loading"):
+            assert _dtype_on_cuda(m, _with_config_dtype(tmp_path, None)) == torch.bfloat16
+        assert "judge.lg.dtype=auto: the checkpoint's config.json records no dtype" in caplog.text
+    with pytest.raises(VlmSafetyError, match=r"^judge.lg16.dtype='fp8' is not supported"):
+        build_judge("lg16", {"type": "llamaguard3", "path": str(fp16), "device": "cpu", "dtype": "fp8"})

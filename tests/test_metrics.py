@@ -5,6 +5,7 @@ import pytest
 from vlmsafety.metrics import (
     agreement,
     attack_success_rate,
+    category_rates,
     cohen_kappa,
     degenerate_metrics,
     judge_metrics,
@@ -119,6 +120,14 @@ def test_judge_vs_reference_and_label_rates_hand_computed():
     assert (vs["false_negative_rate"]["k"], vs["false_negative_rate"]["n"]) == (2, 3)
     assert (vs["false_positive_rate"]["k"], vs["false_positive_rate"]["n"]) == (1, 2)
     assert (vs["agreement"]["k"], vs["agreement"]["n"]) == (2, 5)
+    assert vs["n_invalid"] == 0
+    # an invalid judge answer (unsafe None) on a reference-unsafe prompt is left out, not read as "safe":
+    # FNR stays 2/3 (a wrong rule would give 3/4), agreement 2/5 (not 2/6)
+    invalid = _rec(True, None)
+    invalid.verdicts = {"ref": {"unsafe": True, "label": "exact"}, "kw": {"unsafe": None}}
+    vs = judge_vs_reference([*recs, invalid, benign], "kw", "ref")
+    assert (vs["false_negative_rate"]["k"], vs["false_negative_rate"]["n"]) == (2, 3)
+    assert (vs["agreement"]["k"], vs["agreement"]["n"]) == (2, 5) and vs["n_invalid"] == 1
     shares = label_rates([*recs, benign], "ref", ["exact", "refusal"])
     assert shares["harmful"]["exact"]["value"] == pytest.approx(3 / 5) and shares["benign"]["refusal"]["value"] == 1.0
 
@@ -191,3 +200,15 @@ def test_one_judge_has_no_agreement_and_degenerate_rate_is_counted():
     assert judge_metrics(recs, ["kw"])["agreement"] == {}
     d = degenerate_metrics(recs)
     assert (d["harmful"]["k"], d["harmful"]["n"]) == (1, 2) and d["benign"]["value"] == 1.0
+
+
+def test_category_rates_leave_invalid_verdicts_out():
+    # category "a": cls says unsafe, safe, invalid → 1 of the 2 valid = 0.5 (reading invalid as safe: 1/3)
+    recs = []
+    for i, (category, said) in enumerate([("a", True), ("a", False), ("a", None), ("b", True)]):
+        r = _rec(True, None)
+        r.id, r.category, r.verdicts = str(i), category, {"cls": {"unsafe": said}}
+        recs.append(r)
+    per = category_rates(recs, ["cls"], {})
+    assert per["a"]["unsafe"]["cls"] == pytest.approx(0.5) and per["a"]["n"] == 3
+    assert per["b"]["unsafe"]["cls"] == 1.0

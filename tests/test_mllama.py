@@ -8,8 +8,6 @@ inputs; transformers 5.x's own forward fills slot i one block deeper, and a test
 """
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -18,7 +16,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
-from transformers.modeling_outputs import BaseModelOutput
 
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.models.base import GenerationSettings
@@ -53,37 +50,9 @@ def vision_inputs(tiny_mllama, images):
     return {k: inputs[k] for k in _VISION_KEYS}
 
 
-@contextmanager
-def meta_local_encoder(vision, layer: int, shift: int = 0) -> Iterator[None]:
-    """While active, transformers' vision forward runs its local encoder as Meta's `ImageTransformer` does.
-
-    Blocks 1..`layer` run in order; before block idx runs, its input (the state after idx blocks)
-    is stored, as Meta's loop does; slot i then reads the state after min(i + shift, layer) blocks
-    (shift 0 = Meta; shift 1 = what transformers 5.x's own forward reads). Everything else —
-    embeddings, masks, `layernorm_post`, the global blocks, slot layout — is transformers' own code.
-    """
-    blocks = vision.transformer.layers
-
-    def forward(hidden_states, attention_mask=None):
-        after = []  # after[k] = the input of block k+1 = the state after k blocks
-        x = hidden_states
-        for block in blocks[:layer]:
-            after.append(x)
-            x = block(x, attention_mask=attention_mask)
-        after.append(x)
-        slots = tuple(after[min(i + shift, layer)] for i in range(len(blocks) + 1))
-        return BaseModelOutput(last_hidden_state=x, hidden_states=slots)
-
-    vision.transformer.forward = forward
-    try:
-        yield
-    finally:
-        del vision.transformer.forward
-
-
 def _meta_vision_output(adapter, vision_inputs, layer: int, shift: int = 0) -> torch.Tensor:
     vision = adapter.model.model.vision_model
-    with torch.no_grad(), meta_local_encoder(vision, layer, shift):
+    with torch.no_grad(), hf.meta_local_encoder(vision, layer, shift):
         return vision(**vision_inputs).last_hidden_state
 
 
@@ -258,10 +227,10 @@ def test_generation_at_default_layer_is_hf_generate_on_metas_encoder(tiny_mllama
     inputs = _hf_inputs(tiny_mllama, prompts, per_prompt)
     prompt_len, model, n = inputs["input_ids"].shape[1], tiny_mllama.model, tiny_mllama.default_layer
     vision = model.model.vision_model
-    with meta_local_encoder(vision, n):
+    with hf.meta_local_encoder(vision, n):
         first = hf.greedy(model, inputs, SETTINGS.max_new_tokens)
     with hf.stopping_on(model, hf.a_generated_token(first, prompt_len)) as stop:  # row 0 stops early
-        with meta_local_encoder(vision, n):
+        with hf.meta_local_encoder(vision, n):
             sequences = hf.greedy(model, inputs, SETTINGS.max_new_tokens, stop)
         ours = tiny_mllama.generate(prompts, per_prompt, entries, n, SETTINGS)
     expected = hf.answers(sequences, prompt_len, tiny_mllama.processor.tokenizer, stop, SETTINGS.max_new_tokens)
@@ -323,7 +292,7 @@ def test_4bit_keeps_vision_and_projector_unquantized_and_generates(cpu, images):
     assert any(type(m).__name__ == "Linear4bit" for m in adapter.model.model.language_model.modules())
     prompts = [adapter.render("Describe the image.", True), adapter.render("Hi", False)]
     inputs = _hf_inputs(adapter, prompts, [images[0], None])
-    with meta_local_encoder(adapter.model.model.vision_model, adapter.default_layer):
+    with hf.meta_local_encoder(adapter.model.model.vision_model, adapter.default_layer):
         sequences = hf.greedy(adapter.model, inputs, SETTINGS.max_new_tokens)
     encoded = adapter.encode_images(images[:1])
     ours = adapter.generate(prompts, [images[0], None], [encoded[0], None], adapter.default_layer, SETTINGS)

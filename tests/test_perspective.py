@@ -152,3 +152,19 @@ def test_cache_writes_are_atomic_under_concurrent_writers(tmp_path):
     files = [f for f in tmp_path.rglob("*") if f.is_file()]
     assert files == [cache.path(key)]  # no temp file left behind
     assert json.loads(files[0].read_text())["scores"]["TOXICITY"] in (0.25, 0.75)  # one whole write, never a mix
+
+
+def test_the_docs_name_every_part_of_the_cache_key():
+    """docs/judges.md and the module docstring list what the cache key depends on: each part, and only those."""
+    import re
+
+    from conftest import REPO
+
+    base = {"endpoint": "https://a.example/analyze", "text": "hello", "attributes": ["TOXICITY"], "languages": ["en"]}
+    other = {"endpoint": "https://b.example/analyze", "text": "hello!", "attributes": ["INSULT"], "languages": ["de"]}
+    key = perspective.ScoreCache.key
+    assert [k for k, v in other.items() if key(**{**base, k: v}) != key(**base)] == list(other)
+    assert key(**{**base, "attributes": ["TOXICITY", "INSULT"]}) == key(**{**base, "attributes": ["INSULT", "TOXICITY"]})
+    written = "endpoint, sha256 of the text sent, attributes, languages"
+    for text in ((REPO / "docs" / "judges.md").read_text(encoding="utf-8"), perspective.__doc__):
+        assert re.findall(r"one (?:JSON )?file per \(([^)]*)\)", " ".join(text.split())) == [written]

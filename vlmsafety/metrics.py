@@ -220,15 +220,18 @@ def judge_vs_reference(records: Sequence, judge: str, reference: str) -> dict[st
     false_positive_rate = share of the prompts the reference calls safe that `judge` calls unsafe;
     false_negative_rate = share of the prompts the reference calls unsafe that `judge` calls safe;
     agreement = share of harmful prompts where both say the same. Each with its Wilson interval.
+    A prompt either judge answered invalidly (`unsafe` None) is left out of all three, never read as
+    safe, and counted in `n_invalid`.
     """
     harmful = [r for r in records if r.harmful]
-    truth = [bool(r.verdicts[reference]["unsafe"]) for r in harmful]
-    said = [bool(r.verdicts[judge]["unsafe"]) for r in harmful]
+    pairs = [(_unsafe(r, judge), _unsafe(r, reference)) for r in harmful]
+    valid = [(bool(s), bool(t)) for s, t in pairs if s is not None and t is not None]
     return {
         "reference": reference,
-        "false_positive_rate": rate(s for s, t in zip(said, truth, strict=True) if not t),
-        "false_negative_rate": rate(not s for s, t in zip(said, truth, strict=True) if t),
-        "agreement": rate(s == t for s, t in zip(said, truth, strict=True)),
+        "false_positive_rate": rate(s for s, t in valid if not t),
+        "false_negative_rate": rate(not s for s, t in valid if t),
+        "agreement": rate(s == t for s, t in valid),
+        "n_invalid": len(pairs) - len(valid),
     }
 
 
@@ -244,7 +247,11 @@ def category_rates(records: Sequence, judge_names: Sequence[str], labels: dict[s
         out[c] = {
             "n": len(rows),
             "n_harmful": sum(bool(r.harmful) for r in rows),
-            "unsafe": {j: rate(r.verdicts[j]["unsafe"] for r in rows)["value"] for j in judge_names},
+            # invalid verdicts (None) are left out, as in the ASR, not read as safe
+            "unsafe": {
+                j: rate(r.verdicts[j]["unsafe"] for r in rows if r.verdicts[j]["unsafe"] is not None)["value"]
+                for j in judge_names
+            },
             "labels": {
                 j: {lab: rate(r.verdicts[j]["label"] == lab for r in rows)["value"] for lab in labs}
                 for j, labs in labels.items()

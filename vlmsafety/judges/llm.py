@@ -3,26 +3,28 @@
 A judge YAML names its checkpoint the way a model YAML does: `id` (hub id), `path` (a local
 `save_pretrained` folder; overrides the rest), `builtin` (a tiny stand-in built locally),
 `revision`, `dtype`, `quant` (none / 4bit / 8bit through the same bitsandbytes settings as
-models) and `device` (`${device}` = the run's device). The worker caches judges per process, so a
+models) and `device` (`${device}` = the run's device). `dtype: auto` resolves as for models: on
+CUDA the checkpoint's own (its config.json `dtype`), on a CPU float32. The worker caches judges per process, so a
 sweep loads each judge model once.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
 from omegaconf import OmegaConf
+from transformers import AutoConfig
 
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.judges.base import Judge
 from vlmsafety.models.loading import (
+    load_dtype,
     placed_by_accelerate,
     quantization_kwargs,
     resolve_device,
-    resolve_dtype,
     resolve_source,
 )
 
@@ -56,23 +58,29 @@ class LLMJudge(Judge):
         self.device = resolve_device(str(device))
         spec = OmegaConf.create({"name": name, "id": id, "path": path, "builtin": builtin})
         self.source = resolve_source(spec, key=f"judge.{name}")
-        self.model, self.processor = self._load(revision, resolve_dtype(str(dtype), self.device), str(quant))
-
-    def _load(self, revision: str | None, dtype: torch.dtype, quant: str) -> tuple[Any, Any]:
-        import transformers
-
         common: dict[str, Any] = {"revision": revision, "trust_remote_code": False}
+        config = self._guarded(lambda: AutoConfig.from_pretrained(self.source, **common))
+        dtype = load_dtype(str(dtype), self.device, config, key=f"judge.{name}")
+        self.model, self.processor = self._guarded(lambda: self._load(common, config, dtype, str(quant)))
+
+    def _guarded(self, load: Callable[[], Any]) -> Any:
+        """`load()`, with a checkpoint's missing files as one line."""
         try:
-            processor = getattr(transformers, self.processor_class).from_pretrained(self.source, **common)
-            model = getattr(transformers, self.model_class).from_pretrained(
-                self.source, dtype=dtype, use_safetensors=True, **common,
-                **quantization_kwargs(quant, self.device, dtype, list(self.quant_skip_modules), f"judge.{self.name}.quant"),
-            )
+            return load()
         except OSError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise VlmSafetyError(
                 f"judge.{self.name}: cannot load {self.source!r} ({first}); set judge.{self.name}.path to a local copy"
             ) from None
+
+    def _load(self, common: dict[str, Any], config: Any, dtype: torch.dtype, quant: str) -> tuple[Any, Any]:
+        import transformers
+
+        processor = getattr(transformers, self.processor_class).from_pretrained(self.source, **common)
+        model = getattr(transformers, self.model_class).from_pretrained(
+            self.source, config=config, dtype=dtype, use_safetensors=True, **common,
+            **quantization_kwargs(quant, self.device, dtype, list(self.quant_skip_modules), f"judge.{self.name}.quant"),
+        )
         if not placed_by_accelerate(model):
             model.to(self.device)
         model.eval()

@@ -19,6 +19,7 @@ from transformers import AutoConfig
 from transformers.utils import logging as hf_logging
 
 from vlmsafety.errors import VlmSafetyError
+from vlmsafety.lfs import check_not_lfs_pointer
 from vlmsafety.models.base import CHAT_DATE_FORMAT, DEFAULT_CHAT_DATE, FamilyAdapter, get_family
 from vlmsafety.models.facts import check_config
 from vlmsafety.models.source import missing_files_error, resolve_source
@@ -37,8 +38,8 @@ def resolve_device(preference: str = "auto") -> torch.device:
     return torch.device(preference)
 
 
-def resolve_dtype(name: str, device: torch.device, config: Any = None) -> torch.dtype:
-    """`model.dtype` as a torch dtype. `auto`: on CUDA the checkpoint's own dtype (`config`'s), so the released
+def resolve_dtype(name: str, device: torch.device, config: Any = None, key: str = "model") -> torch.dtype:
+    """`<key>.dtype` as a torch dtype. `auto`: on CUDA the checkpoint's own dtype (`config`'s), so the released
     weights load as published (bfloat16 when `config` is None or records none); on a CPU float32, where
     half-precision kernels are slow or missing."""
     if name == "auto":
@@ -46,8 +47,20 @@ def resolve_dtype(name: str, device: torch.device, config: Any = None) -> torch.
             return torch.float32
         return checkpoint_dtype(config) or torch.bfloat16
     if name not in _DTYPES:
-        raise VlmSafetyError(f"model.dtype={name!r} is not supported; use one of auto, {', '.join(_DTYPES)}")
+        raise VlmSafetyError(f"{key}.dtype={name!r} is not supported; use one of auto, {', '.join(_DTYPES)}")
     return _DTYPES[name]
+
+
+def load_dtype(name: str, device: torch.device, config: Any, key: str = "model") -> torch.dtype:
+    """The dtype to load a checkpoint with (`resolve_dtype` on its config), for models and judges alike.
+
+    Says so when `auto` on CUDA has no recorded dtype to follow and falls back to bfloat16.
+    """
+    dtype = resolve_dtype(name, device, config, key)
+    if name == "auto" and device.type == "cuda" and checkpoint_dtype(config) is None:
+        log.warning("%s.dtype=auto: the checkpoint's config.json records no dtype; loading it in %s (set %s.dtype "
+                    "to choose)", key, dtype, key)
+    return dtype
 
 
 def checkpoint_dtype(config: Any) -> torch.dtype | None:
@@ -66,15 +79,15 @@ def load_adapter(spec: Any, device: torch.device) -> FamilyAdapter:
     family = get_family(spec.family)
     hf_logging.disable_progress_bar()  # our own log line says what is loading
     source = resolve_source(spec)
+    if spec.get("adapter"):  # checked before any weight is loaded
+        adapter_folder(str(spec.adapter))
     common: dict[str, Any] = {"revision": spec.get("revision"), "trust_remote_code": False}
     try:
         config = AutoConfig.from_pretrained(source, **common)
     except OSError as e:  # no config.json in the folder or the cache
         raise missing_files_error(spec, source, e) from None
     check_config(spec, family, config, where=f"the config.json of {source}")
-    dtype = resolve_dtype(str(spec.get("dtype", "auto")), device, config)
-    if spec.get("dtype", "auto") == "auto" and device.type == "cuda" and checkpoint_dtype(config) is None:
-        log.warning("%s: config.json records no dtype; dtype auto loads it in %s", spec.get("name"), dtype)
+    dtype = load_dtype(str(spec.get("dtype", "auto")), device, config, key="model")
     placement = _placement(spec, device, dtype, family)
     try:
         processor = family.load_processor(source, **common)
@@ -125,16 +138,26 @@ def chat_date(spec: Any) -> str:
     return str(value)
 
 
-def attach_adapter(model: Any, path: str) -> None:
-    """Load a saved LoRA adapter (an unlearn job's `adapter/` folder) into `model`, in place, unmerged.
-
-    Unmerged, the model computes exactly what the trained model computed when the adapter was saved.
-    """
+def adapter_folder(path: str) -> Path:
+    """`model.adapter`'s folder, checked: it holds adapter_config.json and no Git LFS pointer in place of a file."""
     folder = Path(path).expanduser()
     if not (folder / "adapter_config.json").is_file():
         raise VlmSafetyError(
             f"model.adapter={path} has no adapter_config.json; point it at the adapter/ folder an unlearn job saved"
         )
+    # An adapter committed to a repository and cloned without git-lfs holds pointers in place of its weights.
+    for file in sorted(folder.iterdir()):
+        if file.is_file():
+            check_not_lfs_pointer(file)
+    return folder
+
+
+def attach_adapter(model: Any, path: str) -> None:
+    """Load a saved LoRA adapter (an unlearn job's `adapter/` folder) into `model`, in place, unmerged.
+
+    Unmerged, the model computes exactly what the trained model computed when the adapter was saved.
+    """
+    folder = adapter_folder(path)
     from peft import PeftModel
 
     PeftModel.from_pretrained(model, str(folder), is_trainable=False)  # injects the LoRA layers into `model`

@@ -11,7 +11,9 @@ The reference is Meta's encoder (llama-models `models/llama3/multimodal/model.py
 holds S[i]: the state after i blocks. transformers 5.x's `MllamaVisionEncoder` leaves the
 embeddings out of `hidden_states`, so its own forward fills slot i with S[i+1], one block deeper
 (PR #39785 had put the input first once). This module follows Meta whatever transformers does: at
-L = N it is Meta's computation, not transformers' own vision forward (docs/models.md).
+L = N it is Meta's computation, not transformers' own vision forward (docs/models.md). Code that
+runs a Mllama checkpoint's own forward (the Llama Guard 3 Vision judge) reads the same features
+through `metas_vision`.
 
 `encode_images` runs the local encoder once and keeps S[0..N] per image; `generate` runs only the
 global blocks for layer L, then hands the result to transformers' own `generate` by standing in
@@ -20,7 +22,7 @@ for the vision model's forward, so masks, the cross-attention KV cache and decod
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
@@ -239,6 +241,24 @@ class MllamaAdapter(FamilyAdapter):
             return
         with self._vision_returns(self.vision_output(self._row_entries(inputs, encoded), layer)):
             yield dict(inputs)
+
+    @contextmanager
+    def metas_vision(self, inputs: Mapping[str, Any], layer: int | None = None) -> Iterator[None]:
+        """While active, the model's forward on `inputs` (processor outputs, one image per row) reads Meta's vision features.
+
+        For code that calls the model's own forward or `generate` (the Llama Guard 3 Vision judge):
+        transformers' vision forward would fill every intermediate slot one block deeper. `layer`
+        defaults to the trained one (the full local encoder). Inputs without `pixel_values`
+        (text-only rows) pass through unchanged.
+        """
+        if "pixel_values" not in inputs:
+            yield
+            return
+        with torch.no_grad():
+            entries = self._encode(*(inputs[k] for k in _IMAGE_KEYS))
+            output = self.vision_output(entries, self.default_layer if layer is None else layer)
+        with self._vision_returns(output):
+            yield
 
     def _row_entries(self, inputs: Any, encoded: Sequence[MllamaEntry | None]) -> list[MllamaEntry]:
         """One entry per batch row; text-only rows get the processor's padding image, as in HF.

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from vlmsafety.errors import VlmSafetyError
+from vlmsafety.lfs import check_not_lfs_pointer
 from vlmsafety.models.loading import resolve_device
 from vlmsafety.toxicity.base import ToxicityScorer, register_scorer
 
@@ -59,6 +60,9 @@ class DetoxifyScorer(ToxicityScorer):
                 f"toxicity.{name}.config_dir={config_dir!r} has no config.json; point it at a local copy of the "
                 "checkpoint's base model config and tokenizer (e.g. bert-base-uncased for the original model)"
             )
+        # A base-model folder cloned from the hub without git-lfs holds pointers in place of its files.
+        for file in [Path(checkpoint), *sorted(p for p in Path(config_dir).iterdir() if p.is_file())]:
+            check_not_lfs_pointer(file)
         loaded = _load_checkpoint(Path(checkpoint), name)
         try:
             arch = loaded["config"]["arch"]["args"]
