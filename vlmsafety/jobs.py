@@ -41,10 +41,11 @@ RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
 
 # Top-level keys that never change a job's records: run controls, output and input folders of other
 # tasks, cache tuning, image limits (they only refuse inputs), `probe` (task=probe's settings: they
-# change no eval record), and `layers` (each layer of a `layers=[...]` job is keyed as a `layer=L` job).
+# change no eval record), `layer_batching` (which layers share generate calls: docs/PERFORMANCE.md), and
+# `layers` (each layer of a `layers=[...]` job is keyed as a `layer=L` job).
 NON_RESULT_KEYS = frozenset(
     {"resume", "fail_fast", "debug", "sweep_dir", "run_dir", "output_dir", "feature_cache", "layers", "probe",
-     "image_limits"}
+     "image_limits", "layer_batching"}
 )
 
 
