@@ -9,8 +9,9 @@ from omegaconf import DictConfig
 from vlmsafety.cli import check_group_overrides, fast_exit, multirun_flag_first
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.faults import EXIT_INTERRUPTED, INTERRUPTED
-from vlmsafety.report import sweep_exit_status
-from vlmsafety.runner import run
+from vlmsafety.help import app_help
+from vlmsafety.jobs import sweep_exit_status
+from vlmsafety.runner import run  # torch-free: each task imports what it needs when it runs
 from vlmsafety.ui import print_error
 
 CONF = Path(__file__).resolve().parent / "conf"
