@@ -79,3 +79,41 @@ def test_chunks_keep_layers_in_order_with_the_asking_layer_first():
     assert layer_batching.chunks([0, 1, 2, 3, 4], 3, 2) == [[2, 3], [0, 1], [4]]
     assert layer_batching.chunks([5, 9], 9, 8) == [[5, 9]]
     assert layer_batching.chunks([1, 2], 1, 0) == [[1], [2]]
+
+
+@pytest.mark.slow
+def test_batched_sweep_killed_mid_batch_resumes_to_the_records_of_layers_decoded_alone(tmp_path):
+    """`python run.py -m layer=...` (the project's launcher plans the jobs): SIGKILL while the first job decodes
+    the shared batches, rerun the command: every job complete, byte-identical to a sweep without sharing."""
+    import os
+    import signal
+    import time
+
+    from test_sweeps import _jobs, _start, _status
+    from test_pipeline import run_cli
+
+    args = ("-m", "layer=0,4,12,23,24", "limit=6", "max_new_tokens=6", "batch_size=2", "attack.categories=[image,utility]")
+    killed, alone = tmp_path / "killed", tmp_path / "alone"
+    ref = _start(*args, "layer_batching.enabled=false", f"hydra.sweep.dir={alone}", log=tmp_path / "alone.log")
+    proc = _start(*args, f"hydra.sweep.dir={killed}", log=tmp_path / "killed.log")
+    first = killed / "0" / "generations.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if first.exists() and first.read_bytes().count(b"\n") >= 2:  # job 0 is between its shared batches
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    assert proc.wait(timeout=60) == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
+    assert _status(killed / "0") == "running" and not (killed / "1").exists()
+
+    p = run_cli(*args, f"hydra.sweep.dir={killed}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert ref.wait(timeout=240) == 0, (tmp_path / "alone.log").read_text()[-3000:]
+    assert [_status(j) for j in _jobs(killed)] == ["complete"] * 5
+    metrics = [json.loads((j / "metrics.json").read_text()) for j in _jobs(killed)]
+    assert metrics[0]["resumed_records"] == 2 and metrics[0]["tokens_for_other_layers"] > 0
+    # job 0 kept its first batch from the killed run, so job 1 decoded that batch for layers 4..24 itself
+    assert [m["shared_layer_records"] for m in metrics] == [0, 4, 6, 6, 6]
+    for a, b in zip(_jobs(killed), _jobs(alone), strict=True):
+        assert (a / "generations.jsonl").read_bytes() == (b / "generations.jsonl").read_bytes(), a.name
+    assert (killed / "summary.csv").read_text() == (alone / "summary.csv").read_text()
