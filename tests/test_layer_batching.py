@@ -89,8 +89,8 @@ def test_batched_sweep_killed_mid_batch_resumes_to_the_records_of_layers_decoded
     import signal
     import time
 
-    from test_sweeps import _jobs, _start, _status
     from test_pipeline import run_cli
+    from test_sweeps import _jobs, _start, _status
 
     args = ("-m", "layer=0,4,12,23,24", "limit=6", "max_new_tokens=6", "batch_size=2", "attack.categories=[image,utility]")
     killed, alone = tmp_path / "killed", tmp_path / "alone"
