@@ -186,13 +186,51 @@ def startup_rows(r: Results) -> list[list[str]]:
     return [[name, f"{s:.2f}", {True: "no", False: "yes"}.get(free.get(name), "")] for name, s in (r.startup or {}).items()]
 
 
+LAYER_BATCHING_DESIGN = """**How layers share batches.** Across the layers of a sweep the language model, the prompts and the
+decoding are the same; only the features that fill the image tokens differ, and every family's
+`generate` takes a layer per row. A job's records are made of per-layer batches of `batch_size` prompts
+(their padding is part of the computation); a shared generate call repeats one such batch once per
+layer, so each row keeps exactly the input ids, padding, attention mask and position ids (Qwen's 3-D
+rope positions are computed per row) it has when its layer is decoded alone, and only its image
+features differ. Mllama's global vision blocks run once per layer over that layer's rows, the same rows
+as alone. On this CPU a row's greedy answer is bit-identical either way: the tests compare every family
+(organism, tiny_llava, tiny_llava_next, tiny_mllama, tiny_qwen25_vl) byte for byte, and 0 of 1600
+organism rows differed in a 25-layer × 64-prompt shared call. On a GPU, cuBLAS may choose another
+kernel for another batch size, so a bf16 row can differ in its last bits and, rarely, in a greedy
+choice: `benchmarks/gpu_sweep.py` counts the differing answers; `layer_batching.enabled=false` turns
+sharing off. Sampling (`do_sample=true`) never shares batches: a row's random draws would depend on its
+batch-mates.
+
+Which layers share: the **plan**, i.e. the jobs of this process that differ only in `layer`
+(`vlmsafety/layer_batching.py`). `layers=[...]` plans its own layers; `python run.py -m layer=...` is
+planned by the project's launcher (`hydra/launcher=vlmsafety`, the default: Hydra's basic launcher that
+composes each job's config once, hands the list to the plan, then runs every job through Hydra's own
+`run_job`). The first job of a group decodes each of its image batches for every layer whose job is not
+complete yet, appends its own rows to its `generations.jsonl` as before, and leaves the other layers'
+answers with the worker; each later job takes its answers from there. Every job still writes its own
+folder, key, `metrics.json` (`shared_layer_records`, `tokens_for_other_layers`) and summary row; a kill
+loses only answers held in memory (the rerun decodes them again, byte-identical), a failing job fails
+alone. submitit runs each job in its own process, so there only `layers=[...]` shares batches.
+
+**Budget.** How many layers' copies of a batch go into one call (`vlmsafety/layer_budget.py`): as many
+as keep the rows' KV cache plus logits (`FamilyAdapter.row_memory_bytes`: 2 × layers × KV heads ×
+head size × dtype bytes per token of the padded prompt and the new tokens; Mllama adds each row's
+cross-attention states) under `layer_batching.memory_gb`, by default half the GPU memory free after the
+model loaded (2 GiB on a CPU), and the rows under `layer_batching.max_rows`, by default no cap on CUDA
+and 64 on a CPU. On a GPU decoding is memory-bound, so the wider call is close to free; on this CPU a
+step's arithmetic grows with its rows and a shared call runs until its longest row ends, so wider calls
+did not pay (measured: see below), hence the CPU cap."""
+
+
 def layer_batching_section(r: Results) -> str:
-    """Section 4 of PERFORMANCE.md: the same sweep with layers sharing batches or not, and start-up."""
+    """Section 4 of PERFORMANCE.md: how layers share batches, the same sweep with and without it, and start-up."""
     if r.multirun_alone is None:
-        return ""
+        return f"\n## 4. Layer-batched decoding and start-up\n{LAYER_BATCHING_DESIGN}\n"
     shared, alone = r.multirun, r.multirun_alone
     return f"""
 ## 4. Layer-batched decoding and start-up
+{LAYER_BATCHING_DESIGN}
+
 The sweep of section 1 in one process, its layers' image batches decoded in shared generate calls (the
 default) or each layer on its own (`layer_batching.enabled=false`); same records either way (tests).
 
