@@ -29,6 +29,9 @@ if __name__ == "__main__":
     except VlmSafetyError as e:
         print_error(str(e))
         sys.exit(2)
+    if (text := app_help(sys.argv[1:], CONF)) is not None:  # Hydra's --help text, without its slow group listing
+        print(text)
+        fast_exit(0)
     try:
         main()
     except KeyboardInterrupt:  # Ctrl-C: one line, not a 100-line trace; jobs stay resumable

@@ -39,3 +39,25 @@ def test_commands_without_a_model_do_not_import_torch(args, status, tmp_path):
 def test_an_eval_run_still_imports_what_it_needs(tmp_path):
     code, modules = _imports("limit=1", "max_new_tokens=1", "toxicity=none", f"hydra.run.dir={tmp_path}")
     assert code == 0 and "torch" in modules
+
+
+def test_fast_help_prints_hydras_own_help_text(capsys):
+    """`run.py --help` lists the config groups from conf/ instead of Hydra's ~90 compositions: same text."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path, get_args_parser
+    from hydra.core.global_hydra import GlobalHydra
+
+    from vlmsafety.help import app_help
+
+    argv = ["--help", "model=tiny_llava", "layer=3"]
+    GlobalHydra.instance().clear()
+    hydra = Hydra.create_main_hydra2(task_name="run", config_search_path=create_config_search_path(str(REPO / "conf")))
+    try:
+        hydra.app_help(config_name="config", args_parser=get_args_parser(), args=get_args_parser().parse_args(argv))
+    finally:
+        GlobalHydra.instance().clear()
+    hydras = capsys.readouterr().out
+    ours = app_help(argv, REPO / "conf")
+    assert ours is not None and ours + "\n" == hydras
+    assert "unlearn/data: builtin, organism, pku_saferlhf, vlguard" in ours and "name: tiny_llava" in ours
+    assert app_help(["--hydra-help"], REPO / "conf") is None and app_help(["-m", "--help"], REPO / "conf") is None
