@@ -121,6 +121,7 @@ STARTUP_COMMANDS = {
     "run.py --help": ["run.py", "--help"],
     "run.py --cfg job": ["run.py", "--cfg", "job"],
     "config error (run.py model=nope)": ["run.py", "model=nope"],
+    "config error (run.py no_such_key=1)": ["run.py", "no_such_key=1"],
 }
 
 
