@@ -117,3 +117,28 @@ def test_batched_sweep_killed_mid_batch_resumes_to_the_records_of_layers_decoded
     for a, b in zip(_jobs(killed), _jobs(alone), strict=True):
         assert (a / "generations.jsonl").read_bytes() == (b / "generations.jsonl").read_bytes(), a.name
     assert (killed / "summary.csv").read_text() == (alone / "summary.csv").read_text()
+
+
+def test_a_failing_shared_call_falls_back_to_each_layer_alone(tmp_path, monkeypatch, caplog, cpu):
+    """Out of memory in a call shared with other layers must not fail this layer's job (nor the next ones)."""
+    import logging
+
+    monkeypatch.setattr(worker, "_WORKER", None)
+    run_eval(compose("layer=null", "layers=[0,12]", *ORGANISM, "layer_batching.enabled=false"), tmp_path / "alone")
+    monkeypatch.setattr(worker, "_WORKER", None)
+    w = worker.get_worker()
+    cfg = compose("layer=null", "layers=[0,12]", *ORGANISM)
+    adapter, _ = w.model(cfg.model, cfg.device)
+    real = type(adapter).generate.__get__(adapter)
+
+    def generate(prompts, images, encoded, layer, settings):
+        if not isinstance(layer, int) and len(set(layer)) > 1:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(prompts, images, encoded, layer, settings)
+
+    monkeypatch.setattr(adapter, "generate", generate)
+    with caplog.at_level(logging.WARNING):
+        run_eval(cfg, tmp_path / "fallback")
+    assert "decode layers apart" in caplog.text and w.sharing_failed
+    for folder in ("layer_0", "layer_12"):
+        assert _rows(tmp_path / "fallback" / folder) == _rows(tmp_path / "alone" / folder)

@@ -91,6 +91,7 @@ class Worker:
         self._scorers: dict[str, ToxicityScorer] = {}
         self._text: OrderedDict[tuple, list[Generation]] = OrderedDict()
         self._layered: OrderedDict[tuple, list[Generation]] = OrderedDict()
+        self.sharing_failed = False  # a shared generate call failed: the rest of the process decodes layers apart
         self.features = FeatureCache(max_bytes=8 << 30, device=torch.device("cpu"))
         self._torch_threads = torch.get_num_threads()  # torch's own default (one per core)
         self._threads: int | None = None  # the config's `threads`; None = the model's cpu_threads or torch's
@@ -141,6 +142,7 @@ class Worker:
         if self._models.pop(key, None) is not None:
             self.stats.models_released += 1
         self.features.drop_model(key)
+        self.sharing_failed = False  # the next model gets its own chance at shared calls
         for store in (self._text, self._layered):
             for stale in [k for k in store if k[0] == key]:
                 del store[stale]
@@ -212,11 +214,20 @@ class Worker:
             return hit, True, 0
         mine: list[Generation] | None = None
         others = 0
-        for chunk in plan():
+        for chunk in [] if self.sharing_failed else plan():
             todo = [v for v in chunk if v == layer or (mkey, batch_key, v) not in self._layered]
             if not todo:
                 continue
-            outs = generate(todo)
+            try:
+                outs = generate(todo)
+            except RuntimeError as e:  # e.g. out of memory: other layers' rows must not fail this job
+                if len(todo) == 1:
+                    raise
+                log.warning("a generate call shared by layers %s failed (%s); layer %d and the rest of this process "
+                            "decode layers apart", todo, str(e).splitlines()[0] if str(e) else type(e).__name__, layer)
+                self.sharing_failed = True
+                _free_accelerator_memory()
+                break
             self.stats.shared_batches += len(todo) > 1
             for value, answers in outs.items():
                 if value == layer:
@@ -259,6 +270,12 @@ class Worker:
         if key not in store:
             store[key] = build(name, plain)
         return store[key]
+
+
+def _free_accelerator_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _items(cfg: DictConfig | None) -> list[tuple[str, Any]]:
