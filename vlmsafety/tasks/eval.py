@@ -21,11 +21,10 @@ from typing import Any, NamedTuple
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from vlmsafety import environment, jobs, layer_batching
+from vlmsafety import environment, jobs, layer_batching, layer_budget
 from vlmsafety.attacks import AttackItem, AttackSet, load_attack_set
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.judges import Judge
-from vlmsafety.layer_budget import layers_per_batch
 from vlmsafety.layers import resolve_layer
 from vlmsafety.models.base import FamilyAdapter, Generation, GenerationSettings
 from vlmsafety.prompt_fit import fit_to_model
@@ -137,29 +136,9 @@ def run_job(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
     return evaluate(
         cfg, worker, adapter, cfg.attack, attack_set, layer, judges, scorers, out_dir, timings, started,
-        partial=out_dir / GENERATIONS, extra=job_facts, cross_layers=cross_layer_plan(cfg, adapter, layer),
+        partial=out_dir / GENERATIONS, extra=job_facts, cross_layers=layer_budget.cross_layer_plan(cfg, adapter, layer),
     )
 
-
-def cross_layer_plan(cfg: DictConfig, adapter: FamilyAdapter, layer: int) -> list[int] | None:
-    """The layers (absolute, sorted) whose batches this job decodes together with its own, or None.
-
-    They are the layers of the planned jobs of this job's group that are not complete yet
-    (layer_batching.py). Off with `layer_batching.enabled=false`, and for sampling: a row's random
-    draws would then depend on what else shares its batch."""
-    settings = layer_batching.Settings.from_config(cfg)
-    if not settings.enabled or bool(cfg.do_sample):
-        return None
-    peers = layer_batching.pending_peers(cfg)
-    if not peers:
-        return None
-    layers = {layer}  # the last job of a group decodes nothing new: its answers wait in the worker
-    for job in peers:
-        try:
-            layers.add(resolve_layer(job.layer, adapter.num_layers, adapter.default_layer, cfg.model.name))
-        except VlmSafetyError:
-            continue  # that job fails on its own, with this message
-    return sorted(layers)
 
 
 def evaluate(
@@ -261,7 +240,7 @@ def generate_records(
             with timed(timings, "generate"):
                 from_shared = False
                 if with_image and cross_layers:
-                    outs, from_shared, tokens = _decode_across_layers(
+                    outs, from_shared, tokens = layer_budget.decode_across_layers(
                         worker, adapter, batch_prompts, rendered, encoded, layer, cross_layers, settings, seed, lb_settings,
                     )
                     other_tokens += tokens
@@ -291,32 +270,6 @@ def generate_records(
     position = {i: k for k, i in enumerate(order)}
     return Generated([records[position[i]] for i in range(len(items))], resumed, reused, shared, other_tokens)
 
-
-def _decode_across_layers(
-    worker: Worker, adapter: FamilyAdapter, prompts: list[str], rendered: list[Any], encoded: list[Any], layer: int,
-    layers: list[int], settings: GenerationSettings, seed: int, budget: layer_batching.Settings,
-) -> tuple[list[Generation], bool, int]:
-    """One image batch at `layer`, decoded in generate calls shared with `layers` (greedy only).
-
-    A shared call repeats the batch once per layer: every row keeps the padding, attention mask and
-    position ids it has in the batch decoded alone, and only its image features differ. Returns the
-    answers, whether an earlier job had decoded them, and the new tokens decoded for other layers."""
-    images = [r[0] for r in rendered]
-    n = len(prompts)
-
-    def plan() -> list[list[int]]:
-        length = adapter.model_inputs(prompts, images)["input_ids"].shape[1]  # padded prompt tokens
-        k = layers_per_batch(adapter, budget, n, length + settings.max_new_tokens)
-        return layer_batching.chunks(layers, layer, k)
-
-    def generate(chunk: list[int]) -> dict[int, list[Generation]]:
-        torch.manual_seed(seed)
-        outs = adapter.generate(prompts * len(chunk), images * len(chunk), encoded * len(chunk),
-                                [v for v in chunk for _ in range(n)], settings)
-        return {v: outs[j * n : (j + 1) * n] for j, v in enumerate(chunk)}
-
-    key = (tuple(prompts), tuple(r[1] for r in rendered), settings, seed)
-    return worker.layer_generations(adapter, key, layer, plan, generate)
 
 
 def _decode(
