@@ -53,17 +53,17 @@ class JobsFailed(VlmSafetyError):
     """Some jobs run inside one Hydra job (`layers=[...]`) failed; each has recorded its own failure."""
 
 
-_SWEEP_END: dict[str, int] = {}  # what the sweep summary found when this process's multirun ended
+SWEEP_END: dict[str, int] = {}  # what the sweep summary found when this process's multirun ended
 
 
 def record_sweep_end(incomplete_jobs: int) -> None:
     """Called by the sweep summary callback: how many jobs of the sweep did not complete."""
-    _SWEEP_END["incomplete"] = incomplete_jobs
+    SWEEP_END["incomplete"] = incomplete_jobs
 
 
 def sweep_exit_status() -> int:
     """1 when the sweep this process just ran has jobs that did not complete, else 0."""
-    return 1 if _SWEEP_END.get("incomplete", 0) else 0
+    return 1 if SWEEP_END.get("incomplete", 0) else 0
 
 
 def in_sweep() -> bool:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from vlmsafety import paper_aggregate
 from vlmsafety.errors import VlmSafetyError
-from vlmsafety.jobs import record_sweep_end, sweep_exit_status  # noqa: F401  (sweep_exit_status: where run.py found it)
+from vlmsafety.jobs import SWEEP_END, record_sweep_end, sweep_exit_status  # noqa: F401  (sweep_exit_status: where run.py found it)
 from vlmsafety.records import (
     METRICS,
     SUPERSEDED,
@@ -253,6 +253,9 @@ def plot_asr_vs_layer(df: pd.DataFrame) -> bytes | None:
     fig.savefig(buf, format="png", metadata={"Software": None})
     plt.close(fig)
     return buf.getvalue()
+
+
+_last_sweep = SWEEP_END  # what the last summary found (kept in jobs.py, which run.py reads without pandas)
 
 
 class SweepSummaryCallback(Callback):
