@@ -53,7 +53,7 @@ check-report: $(STAMP)  ## render make run's report.html in headless Chromium (i
 	scripts/check_report_browser.sh
 
 lint: $(STAMP)  ## ruff
-	$(VENV)/bin/ruff check vlmsafety tests benchmarks run.py
+	$(VENV)/bin/ruff check vlmsafety tests benchmarks run.py hydra_plugins
 
 clean:  ## remove outputs and caches (keeps .venv)
 	rm -rf outputs multirun_outputs .pytest_cache .ruff_cache .cache

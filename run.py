@@ -9,8 +9,9 @@ from omegaconf import DictConfig
 from vlmsafety.cli import check_group_overrides, fast_exit, multirun_flag_first
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.faults import EXIT_INTERRUPTED, INTERRUPTED
-from vlmsafety.report import sweep_exit_status
-from vlmsafety.runner import run
+from vlmsafety.help import app_help
+from vlmsafety.jobs import sweep_exit_status
+from vlmsafety.runner import run  # torch-free: each task imports what it needs when it runs
 from vlmsafety.ui import print_error
 
 CONF = Path(__file__).resolve().parent / "conf"
@@ -28,6 +29,9 @@ if __name__ == "__main__":
     except VlmSafetyError as e:
         print_error(str(e))
         sys.exit(2)
+    if (text := app_help(sys.argv[1:], CONF)) is not None:  # Hydra's --help text, without its slow group listing
+        print(text)
+        fast_exit(0)
     try:
         main()
     except KeyboardInterrupt:  # Ctrl-C: one line, not a 100-line trace; jobs stay resumable

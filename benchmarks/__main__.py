@@ -1,5 +1,6 @@
-"""`make bench` = `python -m benchmarks`: measure sweep cost, batched generation and textual vs multimodal
-unlearning steps on the default model, print side-by-side tables, write docs/PERFORMANCE.md (figures of
+"""`make bench` = `python -m benchmarks`: measure sweep cost (layer-batched or not), start-up, batched
+generation and textual vs multimodal unlearning steps on the default model, and the GPU sweep of a
+7B-shaped model where CUDA is present; print side-by-side tables, write docs/PERFORMANCE.md (figures of
 this run, machine described).
 """
 
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 
 import vlmsafety  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads; the subprocesses inherit it)
-from benchmarks import generation, machine, sweep_cost, unlearning
+from benchmarks import generation, gpu_sweep, machine, sweep_cost, unlearning
 from benchmarks.report import Results, console_tables, write_markdown
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,6 +24,8 @@ BATCH_SIZES = (1, 4, 16)
 # `make bench` must end within 10 minutes on a 2-core machine shared with others: past this many seconds
 # from the start, the naive sweep stops and is extrapolated (the doc says so), leaving time for the rest.
 NAIVE_BUDGET_S = 480
+# the sweeps run with `make run`'s settings (Makefile THREADS and BATCH), the workload the targets name
+SWEEP_SETTINGS = ["threads=1", "batch_size=64"]
 
 
 def default_config(*overrides: str):
@@ -75,28 +78,34 @@ def main(argv: list[str] | None = None) -> int:
     from vlmsafety.ui import console
 
     started = time.perf_counter()
-    cfg = default_config()
+    cfg = default_config(*SWEEP_SETTINGS)
     n_layers = args.layers or num_layers(cfg) + 1
     layers = list(range(n_layers))
     info = machine.describe()
     load_before = machine.load_average()
     console.print(f"benchmarks on {info['cpu']} ({info['cores']} cores), model {cfg.model.name}, {n_layers} layers")
 
+    extra = list(SWEEP_SETTINGS)
     with tempfile.TemporaryDirectory(prefix="vlmsafety-bench-") as tmp:
         work = Path(tmp)
         console.print("start-up: importing what run.py imports ...")
         import_s = sweep_cost.import_seconds(repeats=1)
         teardown_s = sweep_cost.import_seconds(fast_exit=False, repeats=1) - import_s
-        console.print(f"sweep: one process, -m layer=0..{n_layers - 1} ...")
-        multirun = sweep_cost.multirun(layers, work, [])
+        console.print("start-up: --help, --cfg job, a config error ...")
+        startup = sweep_cost.startup_seconds()
+        torch_free = {name: not sweep_cost.imports_torch(args) for name, args in sweep_cost.STARTUP_COMMANDS.items()}
+        console.print(f"sweep: one process, -m layer=0..{n_layers - 1}, layers sharing batches ...")
+        multirun = sweep_cost.multirun(layers, work, extra)
+        console.print(f"sweep: one process, -m layer=0..{n_layers - 1}, layers decoded apart ...")
+        multirun_alone = sweep_cost.multirun(layers, work, extra, shared=False)
         console.print(f"sweep: one process, one job layers=[0..{n_layers - 1}] ...")
-        layers_job = sweep_cost.layers_job(layers, work, [])
+        layers_job = sweep_cost.layers_job(layers, work, extra)
         # before the naive sweep, whose time budget counts from the start: `make bench` stays within its bound
         console.print(f"unlearning: {', '.join(unlearning.RECIPES)} steps ...")
         unlearn_runs = unlearning.step_costs(default_config)
         console.print(f"sweep: naive, {n_layers} processes ...")
         naive = sweep_cost.naive(
-            layers, work, [], progress=lambda k, n: console.print(f"  naive {k}/{n}") if k % 5 == 0 or k == n else None,
+            layers, work, extra, progress=lambda k, n: console.print(f"  naive {k}/{n}") if k % 5 == 0 or k == n else None,
             deadline=time.monotonic() + args.naive_budget - (time.perf_counter() - started),
         )
         if naive.measured:
@@ -105,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     gen = generation.tokens_per_second(cfg, BATCH_SIZES)
     console.print("generation: OpenMP idle threads spinning vs sleeping ...")
     spin = spin_vs_sleep((1, 8), n_prompts=8, threads=int(info["cores_usable"]))
+    if info["gpu"]:
+        console.print("gpu: 25-layer sweep of a LLaVA-1.5-7B-shaped model (benchmarks/gpu_sweep.py) ...")
+        gpu_sweep.main(["--out", str(args.out)])  # writes its section into args.out, kept below
+    else:
+        console.print("gpu: skipped (no CUDA device); PERFORMANCE.md keeps the GPU section of the last GPU run")
     # the workload's torch threads: the config's `threads`, else (on a CPU) the model's `cpu_threads`
     threads = cfg.threads or (None if info["gpu"] else cfg.model.get("cpu_threads")) or info["torch_threads"]
 
@@ -113,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         attack=str(cfg.attack.name), max_new_tokens=int(cfg.max_new_tokens), batch_size=int(cfg.batch_size), threads=int(threads),
         n_layers=n_layers, import_s=import_s, teardown_s=teardown_s, naive=naive, multirun=multirun, layers_job=layers_job,
         generation=gen, spin=spin, unlearning=unlearn_runs, bench_s=time.perf_counter() - started,
+        multirun_alone=multirun_alone, startup=startup, torch_free=torch_free, gpu_section=gpu_sweep.section(args.out),
     )
     for table in console_tables(results):
         console.print(table)

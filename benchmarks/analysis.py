@@ -38,9 +38,11 @@ def analysis(r: Results) -> str:
     )
     if ratio < SWEEP_RATIO_TARGET:
         parts.append(
-            "What would close it: (1) less decoding per layer, since decoding is what the sweep is made of: the "
-            "built-in model is so small that a step costs about the same at any batch size (section 2), so larger "
-            "batches (`make run` passes `batch_size=64`) cut decoding further where memory allows; (2) real checkpoints: a 7B model takes tens of seconds to load and initialise CUDA in "
+            "What would close it: (1) less decoding per layer, since decoding is what the sweep is made of. Sharing "
+            "generate calls across layers (section 4) does that where a step is memory-bound (a GPU); on this CPU "
+            "the tiny model's step is already arithmetic-bound at `make run`'s batch of 64, so wider calls cost "
+            "about as much per row and the remaining levers are fewer wasted steps (dropping finished rows from a "
+            "batch) and cheaper ones; (2) real checkpoints: a 7B model takes tens of seconds to load and initialise CUDA in "
             "every naive process while the one-process sweep's per-layer cost stays decoding-bound, so the speed-up "
             "grows with model size (not measurable here: no GPU, no hub); (3) more work per process (several models "
             "or attack sets in one sweep) amortises the one-time start-up further."
@@ -49,8 +51,8 @@ def analysis(r: Results) -> str:
         f"**Overhead share ({100 * share:.0f} % at best; target ≤ {100 * OVERHEAD_TARGET:.0f} %: "
         f"{'met' if share <= OVERHEAD_TARGET else 'missed'}).** Most of the non-decoding time is the one-time "
         f"start-up ({r.import_s:.1f} s of {lean.wall_s:.1f} s). Each Hydra job of `-m layer=...` costs about "
-        f"{hydra_per_job:.2f} s outside the job itself (the basic sweeper composes every job's config twice, and "
-        "each job reconfigures logging and writes its `.hydra/` snapshot); `layers=[...]` runs every layer in one "
+        f"{hydra_per_job:.2f} s outside the job itself (Hydra composes every job's config, once with the project's "
+        "launcher, and each job reconfigures logging and writes its `.hydra/` snapshot); `layers=[...]` runs every layer in one "
         "Hydra job and avoids that. Image rendering and encoding happen once per image for the whole sweep (worker cache), "
         "and judging with the keyword judge and the profanity scorer costs little."
     )

@@ -19,6 +19,10 @@ from vlmsafety.report_tables import compact_table
 SWEEP_RATIO_TARGET = 10.0  # one-process sweep vs naive, wall time
 OVERHEAD_TARGET = 0.25  # share of the one-process sweep's wall time not spent decoding
 BATCH_TARGET = 6.0  # tokens/s at batch 16 vs batch 1
+# issue 16: a layer-batched 25-layer sweep vs one process per layer, and vs one single-layer run (wall)
+LAYER_SWEEP_TARGET = 15.0
+SINGLE_RUN_MULTIPLE = 2.5
+STARTUP_TARGET_S = 1.5  # `run.py --help` and a config error
 
 
 @dataclass
@@ -41,13 +45,22 @@ class Results:
     spin: dict[str, list[dict]]
     unlearning: list[UnlearnRun]
     bench_s: float
+    multirun_alone: SweepRun | None = None  # `-m layer=...` with layer_batching.enabled=false
+    startup: dict[str, float] | None = None  # sweep_cost.STARTUP_COMMANDS: best wall seconds each
+    torch_free: dict[str, bool] | None = None  # command -> whether it avoided importing torch
+    gpu_section: str = ""  # the GPU benchmark's section (benchmarks/gpu_sweep.py), as last written
 
     def ratio(self, run: SweepRun) -> float:
         return self.naive.wall_s / run.wall_s
 
     @property
     def one_process(self) -> list[SweepRun]:
-        return [self.multirun, self.layers_job]
+        return [self.multirun, *([self.multirun_alone] if self.multirun_alone else []), self.layers_job]
+
+    @property
+    def single_run_s(self) -> float:
+        """One single-layer `python run.py`: the naive sweep's mean process."""
+        return self.naive.wall_s / self.n_layers
 
     def speedup(self, batch_size: int) -> float:
         by = {g.batch_size: g.tokens_per_s for g in self.generation}
@@ -133,7 +146,7 @@ def console_tables(r: Results) -> list[Table]:
     targets = compact_table("Targets")
     for h in ("target", "measured", ""):
         targets.add_column(h)
-    for row in target_rows(r):
+    for row in target_rows(r) + issue16_rows(r):
         targets.add_row(*row)
     tables.append(targets)
     return tables
@@ -150,6 +163,86 @@ def target_rows(r: Results) -> list[list[str]]:
         [f"batch-16 ≥ {BATCH_TARGET:.0f}× the tokens/s of batch 1", f"{r.speedup(16):.1f}×", _mark(r.speedup(16) >= BATCH_TARGET)],
     ]
     return rows
+
+
+def issue16_rows(r: Results) -> list[list[str]]:
+    """Targets of layer-batched decoding and start-up (empty when this run did not measure them)."""
+    rows = []
+    if r.multirun_alone is not None:
+        ratio, multiple = r.ratio(r.multirun), r.multirun.wall_s / r.single_run_s
+        rows += [
+            [f"`-m layer=...` ≥ {LAYER_SWEEP_TARGET:.0f}× faster than naive", f"{ratio:.1f}×", _mark(ratio >= LAYER_SWEEP_TARGET)],
+            [f"`-m layer=...` ≤ {SINGLE_RUN_MULTIPLE}× one single-layer run", f"{multiple:.1f}× ({r.multirun.wall_s:.1f} s vs "
+             f"{r.single_run_s:.1f} s)", _mark(multiple <= SINGLE_RUN_MULTIPLE)],
+        ]
+    for name, seconds in (r.startup or {}).items():
+        if name.startswith("run.py --help") or name.startswith("config error"):
+            rows.append([f"{name} < {STARTUP_TARGET_S} s", f"{seconds:.2f} s", _mark(seconds < STARTUP_TARGET_S)])
+    return rows
+
+
+def startup_rows(r: Results) -> list[list[str]]:
+    free = r.torch_free or {}
+    return [[name, f"{s:.2f}", {True: "no", False: "yes"}.get(free.get(name), "")] for name, s in (r.startup or {}).items()]
+
+
+LAYER_BATCHING_DESIGN = """**How layers share batches.** Across the layers of a sweep the language model, the prompts and the
+decoding are the same; only the features that fill the image tokens differ, and every family's
+`generate` takes a layer per row. A job's records are made of per-layer batches of `batch_size` prompts
+(their padding is part of the computation); a shared generate call repeats one such batch once per
+layer, so each row keeps exactly the input ids, padding, attention mask and position ids (Qwen's 3-D
+rope positions are computed per row) it has when its layer is decoded alone, and only its image
+features differ. Mllama's global vision blocks run once per layer over that layer's rows, the same rows
+as alone. On this CPU a row's greedy answer is bit-identical either way: the tests compare every family
+(organism, tiny_llava, tiny_llava_next, tiny_mllama, tiny_qwen25_vl) byte for byte, and 0 of 1600
+organism rows differed in a 25-layer × 64-prompt shared call. On a GPU, cuBLAS may choose another
+kernel for another batch size, so a bf16 row can differ in its last bits and, rarely, in a greedy
+choice: `benchmarks/gpu_sweep.py` counts the differing answers; `layer_batching.enabled=false` turns
+sharing off. Sampling (`do_sample=true`) never shares batches: a row's random draws would depend on its
+batch-mates.
+
+Which layers share: the **plan**, i.e. the jobs of this process that differ only in `layer`
+(`vlmsafety/layer_batching.py`). `layers=[...]` plans its own layers; `python run.py -m layer=...` is
+planned by the project's launcher (`hydra/launcher=vlmsafety`, the default: Hydra's basic launcher that
+composes each job's config once, hands the list to the plan, then runs every job through Hydra's own
+`run_job`). The first job of a group decodes each of its image batches for every layer whose job is not
+complete yet, appends its own rows to its `generations.jsonl` as before, and leaves the other layers'
+answers with the worker; each later job takes its answers from there. Every job still writes its own
+folder, key, `metrics.json` (`shared_layer_records`, `tokens_for_other_layers`) and summary row; a kill
+loses only answers held in memory (the rerun decodes them again, byte-identical), a failing job fails
+alone. submitit runs each job in its own process, so there only `layers=[...]` shares batches.
+
+**Budget.** How many layers' copies of a batch go into one call (`vlmsafety/layer_budget.py`): as many
+as keep the rows' KV cache plus logits (`FamilyAdapter.row_memory_bytes`: 2 × layers × KV heads ×
+head size × dtype bytes per token of the padded prompt and the new tokens; Mllama adds each row's
+cross-attention states) under `layer_batching.memory_gb`, by default half the GPU memory free after the
+model loaded (2 GiB on a CPU), and the rows under `layer_batching.max_rows`, by default no cap on CUDA
+and 64 on a CPU. On a GPU decoding is memory-bound, so the wider call is close to free; on this CPU a
+step's arithmetic grows with its rows and a shared call runs until its longest row ends, so wider calls
+did not pay (measured: see below), hence the CPU cap."""
+
+
+def layer_batching_section(r: Results) -> str:
+    """Section 4 of PERFORMANCE.md: how layers share batches, the same sweep with and without it, and start-up."""
+    if r.multirun_alone is None:
+        return f"\n## 4. Layer-batched decoding and start-up\n{LAYER_BATCHING_DESIGN}\n"
+    shared, alone = r.multirun, r.multirun_alone
+    return f"""
+## 4. Layer-batched decoding and start-up
+{LAYER_BATCHING_DESIGN}
+
+The sweep of section 1 in one process, its layers' image batches decoded in shared generate calls (the
+default) or each layer on its own (`layer_batching.enabled=false`); same records either way (tests).
+
+| how | wall (s) | LLM decoding, all jobs (s) | vs naive | vs one single-layer run ({r.single_run_s:.1f} s) |
+|---|---|---|---|---|
+| {shared.name} | {shared.wall_s:.1f} | {shared.decode_s:.1f} | {r.ratio(shared):.1f}× | {shared.wall_s / r.single_run_s:.1f}× |
+| {alone.name} | {alone.wall_s:.1f} | {alone.decode_s:.1f} | {r.ratio(alone):.1f}× | {alone.wall_s / r.single_run_s:.1f}× |
+
+Start-up, best of 3 (s), and whether the command imports torch:
+
+{_md_table(["command", "wall (s)", "imports torch"], startup_rows(r))}
+"""
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -183,15 +276,15 @@ Tests never assert timings; this page is where speed is measured.
 | git commit | {m['git_commit']} |
 | `make bench` wall time | {r.bench_s:.0f} s |
 
-Workload: the default config (`python run.py` with no arguments): model `{r.model}`, attack `{r.attack}`,
-max_new_tokens {r.max_new_tokens}, batch_size {r.batch_size}, greedy, {r.threads} torch thread{'s' if r.threads != 1 else ''}
-(`threads: null` = the model's `cpu_threads` on a CPU).
+Workload: the default config with `make run`'s settings (`python run.py threads=1 batch_size=64`): model
+`{r.model}`, attack `{r.attack}`, max_new_tokens {r.max_new_tokens}, batch_size {r.batch_size}, greedy,
+{r.threads} torch thread{'s' if r.threads != 1 else ''}.
 
 ## 1. Sweep cost: {r.n_layers} layers in one process vs one process per layer
 Naive = `python run.py layer=L` once per layer (each process imports, loads the model, loads the
 judges, renders and encodes the images). One process = `python run.py -m layer=0,...,{r.n_layers - 1}`
-(Hydra's basic launcher: every job in one process, the worker reusing the model and the image
-features) and `python run.py layers=[0,...,{r.n_layers - 1}]` (one Hydra job running every layer). Wall =
+(the project's launcher, `hydra/launcher=vlmsafety`: Hydra's basic launcher, every job in one process,
+the worker reusing the model and the image features, the layers' image batches decoded in shared calls) and `python run.py layers=[0,...,{r.n_layers - 1}]` (one Hydra job running every layer). Wall =
 spawn to exit, summary included. LLM decoding = the jobs' `generate` timings from metrics.json;
 overhead share = (wall − decoding) / wall.
 
@@ -213,12 +306,23 @@ disturbed by other processes).
 ## 3. Unlearning: textual vs multimodal step time and tokens per step
 {unlearn_section(r)}
 
+{layer_batching_section(r)}
+## GPU: 25-layer sweep of a LLaVA-1.5-7B-shaped model
+{gpu_block(r)}
+
 ## Targets
-{_md_table(["target", "measured (`-m layer=...` / `layers=[...]`)", ""], target_rows(r))}
+{_md_table(["target", "measured (`-m layer=...` / `layers=[...]`)", ""], target_rows(r) + issue16_rows(r))}
 
 {analysis(r)}
 """
     write_text_atomic(path, text)
+
+
+def gpu_block(r: Results) -> str:
+    """The GPU benchmark's section between its markers, so that `python -m benchmarks.gpu_sweep` can replace it."""
+    from benchmarks import gpu_sweep
+
+    return f"{gpu_sweep.BEGIN}\n{r.gpu_section or gpu_sweep.NOT_RUN}\n{gpu_sweep.END}"
 
 
 def unlearn_section(r: Results) -> str:

@@ -65,12 +65,15 @@ def _phases(folder: Path) -> tuple[int, dict[str, float]]:
     return len(files), total
 
 
-def multirun(layers: list[int], work: Path, extra: list[str]) -> SweepRun:
-    """`python run.py -m layer=a,b,...`: Hydra's basic launcher, every job in one process."""
-    out = work / "multirun"
-    wall = _run(["run.py", "-m", "layer=" + ",".join(map(str, layers)), f"hydra.sweep.dir={out}", *extra])
+def multirun(layers: list[int], work: Path, extra: list[str], shared: bool = True) -> SweepRun:
+    """`python run.py -m layer=a,b,...`: every job in one process (the project's launcher), layers decoded in
+    shared batches, or each on its own (`shared=False`: `layer_batching.enabled=false`)."""
+    out = work / ("multirun" if shared else "multirun_alone")
+    switch = [] if shared else ["layer_batching.enabled=false"]
+    wall = _run(["run.py", "-m", "layer=" + ",".join(map(str, layers)), f"hydra.sweep.dir={out}", *extra, *switch])
     n, phases = _phases(out)
-    return SweepRun("one process, `-m layer=...`", f"run.py -m layer=range(0,{len(layers)})", wall, 1, n, phases)
+    name = "one process, `-m layer=...`" + ("" if shared else ", layers decoded apart")
+    return SweepRun(name, f"run.py -m layer=range(0,{len(layers)}) {' '.join(switch)}".strip(), wall, 1, n, phases)
 
 
 def layers_job(layers: list[int], work: Path, extra: list[str]) -> SweepRun:
@@ -110,3 +113,32 @@ def import_seconds(fast_exit: bool = True, repeats: int = 2) -> float:
     through `vlmsafety.cli.fast_exit` as run.py does, or through the interpreter's full teardown."""
     code = IMPORTS + ("; from vlmsafety.cli import fast_exit; fast_exit(0)" if fast_exit else "")
     return min(_run(["-c", code]) for _ in range(repeats))
+
+
+# What must stay fast without torch: help, the composed config, a config error (one line, exit 2).
+STARTUP_COMMANDS = {
+    "python -c pass": ["-c", "pass"],
+    "run.py --help": ["run.py", "--help"],
+    "run.py --cfg job": ["run.py", "--cfg", "job"],
+    "config error (run.py model=nope)": ["run.py", "model=nope"],
+    "config error (run.py no_such_key=1)": ["run.py", "no_such_key=1"],
+}
+
+
+def startup_seconds(repeats: int = 3) -> dict[str, float]:
+    """Best-of-`repeats` wall time of each STARTUP_COMMANDS entry (spawn to exit), whatever its exit status."""
+    out = {}
+    for name, args in STARTUP_COMMANDS.items():
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True)
+            best = min(best, time.perf_counter() - t)
+        out[name] = best
+    return out
+
+
+def imports_torch(args: list[str]) -> bool:
+    """Whether `python ARGS` imports torch (from `-X importtime`)."""
+    p = subprocess.run([sys.executable, "-X", "importtime", *args], cwd=REPO, capture_output=True, text=True)
+    return any(line.rstrip().endswith("| torch") for line in p.stderr.splitlines())

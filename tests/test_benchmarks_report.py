@@ -63,3 +63,28 @@ def test_markdown_prose_follows_the_figures(tmp_path):
     won = path.read_text()
     assert "Passive waiting won here" in won and "Passive waiting lost" not in won
     assert "(7.7× at batch 16; target 6×: met)" in won
+
+
+def test_layer_batching_targets_and_the_gpu_section_follow_the_figures(tmp_path):
+    import dataclasses
+
+    from benchmarks import gpu_sweep
+
+    r = results(349, 232)
+    alone = dataclasses.replace(r.multirun, name="one process, `-m layer=...`, layers decoded apart", wall_s=60.0)
+    r = dataclasses.replace(
+        r, multirun_alone=alone, startup={"python -c pass": 0.05, "run.py --help": 1.2, "config error (run.py model=nope)": 1.7},
+        torch_free={"python -c pass": True, "run.py --help": True, "config error (run.py model=nope)": True},
+    )
+    path = tmp_path / "PERFORMANCE.md"
+    write_markdown(r, path)
+    text = path.read_text()
+    # naive 204.1 s over 25 layers = 8.2 s a run; the shared sweep 46.4 s = 4.4× naive, 5.7× one run
+    assert "| `-m layer=...` ≥ 15× faster than naive | 4.4× | MISSED |" in text
+    assert "| `-m layer=...` ≤ 2.5× one single-layer run | 5.7× (46.4 s vs 8.2 s) | MISSED |" in text
+    assert "| run.py --help < 1.5 s | 1.20 s | met |" in text and "| config error (run.py model=nope) < 1.5 s | 1.70 s | MISSED |" in text
+    assert "| run.py --help | 1.20 | no |" in text
+    assert gpu_sweep.section(path) == gpu_sweep.NOT_RUN  # no GPU run yet: the section says so, between its markers
+    gpu_sweep.write_section(path, "figures")
+    write_markdown(dataclasses.replace(r, gpu_section=gpu_sweep.section(path)), path)  # `make bench` keeps it
+    assert gpu_sweep.section(path) == "figures"

@@ -55,6 +55,7 @@ def test_score_rejudges_a_sweep_without_generating(sweep, tmp_path):
     sweep_dir, _ = sweep
     jobs = [sweep_dir / "0", sweep_dir / "1"]
     before = {job: _rows(job) for job in jobs}
+    eval_metrics = {job: json.loads((job / "metrics.json").read_text()) for job in jobs}
     # model.builtin names a model that does not exist: loading the VLM would fail the run
     p = run_cli(
         "task=score", f"run_dir={sweep_dir}", "judge=[keyword,harmbench_cls_standin]", "toxicity=none",
@@ -82,7 +83,9 @@ def test_score_rejudges_a_sweep_without_generating(sweep, tmp_path):
         assert "keyword vs harmbench_cls_standin" in m["agreement"]
         assert m["rescored"]["judges"] == ["keyword", "harmbench_cls_standin"]
         assert m["degenerate"]["harmful"]["k"] == sum(r["degenerate"] for r in harmful)
-        assert m["status"] == "complete" and m["timings_s"]["generate"] > 0  # the eval's own facts stay
+        # the eval's own facts stay (a job whose answers another layer's job decoded spent ~0 s generating)
+        assert m["status"] == "complete" and m["timings_s"]["generate"] == eval_metrics[job]["timings_s"]["generate"]
+        assert m["new_tokens"] == eval_metrics[job]["new_tokens"] > 0
     with open(sweep_dir / "summary.csv") as f:
         summary = list(csv.DictReader(f))
     assert len(summary) == 2

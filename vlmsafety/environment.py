@@ -9,9 +9,10 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch loads when a job needs a device, not when a record module is imported
+    import torch
 
 _PACKAGES = ("vlmsafety", "torch", "transformers", "tokenizers", "hydra-core", "bitsandbytes", "peft", "accelerate")
 
@@ -44,18 +45,24 @@ def git_commit() -> str | None:
 
 
 def device_description(device: torch.device) -> str:
+    import torch
+
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
     return f"cpu:{platform.machine()} x{torch.get_num_threads()} threads"
 
 
 def reset_peak_memory(device: torch.device) -> None:
+    import torch
+
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
 
 def peak_memory(device: torch.device) -> dict[str, Any]:
     """Peak memory since the last reset: CUDA allocator peak on GPU, process max RSS on CPU."""
+    import torch
+
     if device.type == "cuda":
         return {"peak_mem_bytes": int(torch.cuda.max_memory_allocated(device)), "peak_mem_kind": "cuda_allocated"}
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

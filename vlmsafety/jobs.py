@@ -41,15 +41,29 @@ RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
 
 # Top-level keys that never change a job's records: run controls, output and input folders of other
 # tasks, cache tuning, image limits (they only refuse inputs), `probe` (task=probe's settings: they
-# change no eval record), and `layers` (each layer of a `layers=[...]` job is keyed as a `layer=L` job).
+# change no eval record), `layer_batching` (which layers share generate calls: docs/PERFORMANCE.md), and
+# `layers` (each layer of a `layers=[...]` job is keyed as a `layer=L` job).
 NON_RESULT_KEYS = frozenset(
     {"resume", "fail_fast", "debug", "sweep_dir", "run_dir", "output_dir", "feature_cache", "layers", "probe",
-     "image_limits"}
+     "image_limits", "layer_batching"}
 )
 
 
 class JobsFailed(VlmSafetyError):
     """Some jobs run inside one Hydra job (`layers=[...]`) failed; each has recorded its own failure."""
+
+
+SWEEP_END: dict[str, int] = {}  # what the sweep summary found when this process's multirun ended
+
+
+def record_sweep_end(incomplete_jobs: int) -> None:
+    """Called by the sweep summary callback: how many jobs of the sweep did not complete."""
+    SWEEP_END["incomplete"] = incomplete_jobs
+
+
+def sweep_exit_status() -> int:
+    """1 when the sweep this process just ran has jobs that did not complete, else 0."""
+    return 1 if SWEEP_END.get("incomplete", 0) else 0
 
 
 def in_sweep() -> bool:

@@ -32,6 +32,10 @@ class Registry(Generic[T]):
             raise VlmSafetyError(f"{prefix}unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
         return self._items[name]
 
+    def get_registered(self, name: str) -> T:
+        """`name` if it is registered already, without importing the other built-in components."""
+        return self._items[name] if name in self._items else self.get(name)
+
     def names(self) -> list[str]:
         self._ensure_loaded()
         return sorted(self._items)

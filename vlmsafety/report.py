@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from vlmsafety import paper_aggregate
 from vlmsafety.errors import VlmSafetyError
+from vlmsafety.jobs import SWEEP_END, record_sweep_end, sweep_exit_status  # noqa: F401  (sweep_exit_status: where run.py found it)
 from vlmsafety.records import (
     METRICS,
     SUPERSEDED,
@@ -178,7 +179,7 @@ def write_summary(sweep_dir: str | Path, show: bool = True) -> dict[str, Path]:
     df = collect(sweep_dir, jobs)
     if df.empty:
         raise VlmSafetyError(f"no job folder with a {METRICS} under {sweep_dir}; is this a sweep folder?")
-    _last_sweep["incomplete"] = len(incomplete(df))
+    record_sweep_end(len(incomplete(df)))
     csv_path = sweep_dir / SUMMARY_CSV
     write_text_atomic(csv_path, df.to_csv(index=False))
     paths = {"csv": csv_path}
@@ -254,7 +255,7 @@ def plot_asr_vs_layer(df: pd.DataFrame) -> bytes | None:
     return buf.getvalue()
 
 
-_last_sweep: dict[str, int] = {}
+_last_sweep = SWEEP_END  # what the last summary found (kept in jobs.py, which run.py reads without pandas)
 
 
 class SweepSummaryCallback(Callback):
@@ -266,13 +267,6 @@ class SweepSummaryCallback(Callback):
             write_summary(sweep_dir, show=True)
         except VlmSafetyError as e:  # e.g. a sweep of task=report jobs has no job records
             log.error("%s", e)
-
-
-def sweep_exit_status() -> int:
-    """1 when the sweep this process just ran has jobs that did not complete, else 0."""
-    return 1 if _last_sweep.get("incomplete", 0) else 0
-
-
 
 
 def natural_key(p: Path) -> list[Any]:

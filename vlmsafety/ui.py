@@ -76,7 +76,8 @@ class DropLauncherJobLines(logging.Filter):
     _LINE = re.compile(r"^\s*#\d+ : ")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.name.startswith("hydra.") and self._LINE.match(record.getMessage()))
+        # hydra_plugins.: the project's launcher (hydra/launcher=vlmsafety) logs the same line
+        return not (record.name.startswith(("hydra.", "hydra_plugins.")) and self._LINE.match(record.getMessage()))
 
 
 def print_error(message: str) -> None:

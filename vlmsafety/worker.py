@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 _MAX_CACHED_IMAGES = 4096
 _MAX_CACHED_TEXT_BATCHES = 4096
+_MAX_CACHED_LAYER_BATCHES = 65536  # answers decoded for a later job of the plan (a few KB each)
 
 
 class FeatureCache:
@@ -75,6 +76,8 @@ class WorkerStats:
     images_encoded: int = 0  # images passed through a vision encoder (cache misses)
     text_batches_decoded: int = 0  # text-only batches generated (not served from the cache)
     text_batches_reused: int = 0  # text-only batches served from the cache (another layer of a sweep)
+    shared_batches: int = 0  # generate calls that decoded one prompt batch for several layers
+    layer_batches_reused: int = 0  # a layer's batch served from an earlier job's shared batch
 
 
 class Worker:
@@ -87,6 +90,8 @@ class Worker:
         self._judges: dict[str, Judge] = {}
         self._scorers: dict[str, ToxicityScorer] = {}
         self._text: OrderedDict[tuple, list[Generation]] = OrderedDict()
+        self._layered: OrderedDict[tuple, list[Generation]] = OrderedDict()
+        self.sharing_failed = False  # a shared generate call failed: the rest of the process decodes layers apart
         self.features = FeatureCache(max_bytes=8 << 30, device=torch.device("cpu"))
         self._torch_threads = torch.get_num_threads()  # torch's own default (one per core)
         self._threads: int | None = None  # the config's `threads`; None = the model's cpu_threads or torch's
@@ -137,8 +142,10 @@ class Worker:
         if self._models.pop(key, None) is not None:
             self.stats.models_released += 1
         self.features.drop_model(key)
-        for text_key in [k for k in self._text if k[0] == key]:
-            del self._text[text_key]
+        self.sharing_failed = False  # the next model gets its own chance at shared calls
+        for store in (self._text, self._layered):
+            for stale in [k for k in store if k[0] == key]:
+                del store[stale]
         gc.collect()  # a model's modules hold reference cycles: free its memory now, not at some later GC
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -187,6 +194,53 @@ class Worker:
             self._text.popitem(last=False)
         return out, False
 
+    def layer_generations(
+        self, adapter: FamilyAdapter, batch_key: tuple, layer: int, plan: Callable[[], list[list[int]]],
+        generate: Callable[[list[int]], dict[int, list[Generation]]],
+    ) -> tuple[list[Generation], bool, int]:
+        """An image batch's answers at `layer`, decoded together with other layers' copies of the batch.
+
+        batch_key: what fixes the batch's computation apart from the layer (prompts, image hashes,
+        settings, seed); plan(): on a miss, the layers to decode in chunks (`layer`'s chunk first; other
+        layers whose answers are already waiting are left out); generate(chunk): layer -> answers.
+        Returns the answers, whether an earlier job's shared batch had decoded them, and the new tokens
+        decoded here for other layers. An entry is handed out once; never cached for a modified model."""
+        if adapter.modified:
+            return generate([layer])[layer], False, 0
+        mkey = getattr(adapter, "cache_key", None) or f"unmanaged-{id(adapter)}"
+        hit = self._layered.pop((mkey, batch_key, layer), None)
+        if hit is not None:
+            self.stats.layer_batches_reused += 1
+            return hit, True, 0
+        mine: list[Generation] | None = None
+        others = 0
+        for chunk in [] if self.sharing_failed else plan():
+            todo = [v for v in chunk if v == layer or (mkey, batch_key, v) not in self._layered]
+            if not todo:
+                continue
+            try:
+                outs = generate(todo)
+            except RuntimeError as e:  # e.g. out of memory: other layers' rows must not fail this job
+                if len(todo) == 1:
+                    raise
+                log.warning("a generate call shared by layers %s failed (%s); layer %d and the rest of this process "
+                            "decode layers apart", todo, str(e).splitlines()[0] if str(e) else type(e).__name__, layer)
+                self.sharing_failed = True
+                _free_accelerator_memory()
+                break
+            self.stats.shared_batches += len(todo) > 1
+            for value, answers in outs.items():
+                if value == layer:
+                    mine = answers
+                    continue
+                others += sum(g.n_new_tokens for g in answers)
+                self._layered[(mkey, batch_key, value)] = answers
+                if len(self._layered) > _MAX_CACHED_LAYER_BATCHES:
+                    self._layered.popitem(last=False)
+        if mine is None:  # `layer` was not in the plan: decode it alone
+            mine = generate([layer])[layer]
+        return mine, False, others
+
     # --- images ------------------------------------------------------------------------------------
     def image(self, spec: ImageSpec) -> tuple[Image.Image, str]:
         """The rendered (or loaded) image for `spec` and the sha256 of its pixels, cached by spec."""
@@ -216,6 +270,12 @@ class Worker:
         if key not in store:
             store[key] = build(name, plain)
         return store[key]
+
+
+def _free_accelerator_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _items(cfg: DictConfig | None) -> list[tuple[str, Any]]:

@@ -223,13 +223,14 @@ class FamilyAdapter(ABC):
         prompts: Sequence[str],
         images: Sequence[Image.Image | None],
         encoded: Sequence[Any | None],
-        layer: int,
+        layer: int | Sequence[int],
         settings: GenerationSettings,
     ) -> list[Generation]:
         """Generate one answer per prompt, feeding the LM layer `layer`'s image features.
 
         prompts: rendered prompts (from `render`); images/encoded: per prompt, the image and its
-        `encode_images` entry, or None for a text-only prompt; layer: absolute depth in 0..N.
+        `encode_images` entry, or None for a text-only prompt; layer: absolute depth in 0..N, one
+        for every row or one per row (rows of different layers share a batch: DESIGN.md §4).
         """
 
     # --- one forward pass, no generation (task=probe) ---------------------------------------------
@@ -254,7 +255,34 @@ class FamilyAdapter(ABC):
         with self.lm_inputs(prompts, images, encoded, layer) as inputs:
             return last_token_states(self.model, blocks, inputs)
 
+    def row_memory_bytes(self, tokens: int) -> int:
+        """Memory one generate row holds with `tokens` tokens (padded prompt + new): its KV cache in the
+        LM's dtype plus its float32 next-token logits (the budget of cross-layer batches)."""
+        text = self.model.config.get_text_config()
+        heads = text.num_attention_heads
+        kv_heads = getattr(text, "num_key_value_heads", None) or heads
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+        element = torch.finfo(self.lm_dtype).bits // 8
+        return 2 * text.num_hidden_layers * kv_heads * head_dim * element * tokens + 4 * text.vocab_size
+
+    @property
+    def lm_dtype(self) -> torch.dtype:
+        """The dtype activations and the KV cache take (a 4-bit model's compute dtype)."""
+        head = self.model.get_output_embeddings()
+        weight = getattr(head, "weight", None)
+        return weight.dtype if weight is not None and weight.is_floating_point() else torch.float16
+
     # --- helpers shared by families ---------------------------------------------------------------
+    @staticmethod
+    def row_layers(layer: int | Sequence[int], rows: int) -> list[int]:
+        """`generate`'s `layer` as one layer per row."""
+        if isinstance(layer, int):
+            return [layer] * rows
+        layers = [int(v) for v in layer]
+        if len(layers) != rows:
+            raise ValueError(f"{len(layers)} layers for {rows} rows")
+        return layers
+
     def _needs_bos(self, prompts: Sequence[str]) -> bool:
         """Whether tokenizing must add BOS: not when the chat template already wrote it (Llama 3)."""
         tokenizer = getattr(self.processor, "tokenizer", self.processor)

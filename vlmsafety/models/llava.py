@@ -83,12 +83,14 @@ class LlavaAdapter(FamilyAdapter):
         prompts: Sequence[str],
         images: Sequence[Image.Image | None],
         encoded: Sequence[Any | None],
-        layer: int,
+        layer: int | Sequence[int],
         settings: GenerationSettings,
     ) -> list[Generation]:
         inputs = self.model_inputs(prompts, images)
         kwargs: dict[str, Any] = {}
-        feats = [self.image_features(e, layer) for e in encoded if e is not None]
+        layers = self.row_layers(layer, len(prompts))
+        # features per image, so a row's features do not depend on its batch-mates or their layers
+        feats = [self.image_features(e, r) for e, r in zip(encoded, layers, strict=True) if e is not None]
         if feats:
             kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=feats)}
         sequences = self.model.generate(

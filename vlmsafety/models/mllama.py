@@ -214,7 +214,7 @@ class MllamaAdapter(FamilyAdapter):
         prompts: Sequence[str],
         images: Sequence[Image.Image | None],
         encoded: Sequence[Any | None],
-        layer: int,
+        layer: int | Sequence[int],
         settings: GenerationSettings,
     ) -> list[Generation]:
         inputs = self.model_inputs(prompts, images).to(self.device)
@@ -223,7 +223,7 @@ class MllamaAdapter(FamilyAdapter):
             sequences = self.model.generate(**inputs, **kwargs)
         else:
             entries = self._row_entries(inputs, encoded)
-            with self._vision_returns(self.vision_output(entries, layer)):
+            with self._vision_returns(self._rows_vision_output(entries, self.row_layers(layer, len(prompts)))):
                 sequences = self.model.generate(**inputs, **kwargs)
         return self._decode(sequences, inputs["input_ids"].shape[1])
 
@@ -259,6 +259,34 @@ class MllamaAdapter(FamilyAdapter):
             output = self.vision_output(entries, self.default_layer if layer is None else layer)
         with self._vision_returns(output):
             yield
+
+    def row_memory_bytes(self, tokens: int) -> int:
+        """A row's self-attention KV cache and logits, plus the cross-attention keys and values of its image."""
+        text, vision = self.model.config.text_config, self.model.config.vision_config
+        head_dim = text.hidden_size // text.num_attention_heads
+        states = vision.max_num_tiles * ((vision.image_size // vision.patch_size) ** 2 + 1)
+        element = torch.finfo(self.lm_dtype).bits // 8
+        cross = 2 * len(text.cross_attention_layers) * text.num_key_value_heads * head_dim * element * states
+        return super().row_memory_bytes(tokens) + cross
+
+    def _rows_vision_output(self, entries: Sequence[MllamaEntry], layers: Sequence[int]) -> torch.Tensor:
+        """`vision_output` with a layer per row: [B, 1, tiles, patches, vision_output_dim].
+
+        The global encoder runs once per layer over that layer's rows, in batch order: when a batch
+        is several layers' copies of one prompt batch (cross-layer decoding), each run sees exactly
+        the rows (and shapes) it would see for that layer alone."""
+        distinct = list(dict.fromkeys(layers))
+        if len(distinct) == 1:
+            return self.vision_output(entries, distinct[0])
+        out: torch.Tensor | None = None
+        for value in distinct:
+            rows = [i for i, r in enumerate(layers) if r == value]
+            part = self.vision_output([entries[i] for i in rows], value)
+            if out is None:
+                out = part.new_empty((len(entries), *part.shape[1:]))
+            out[rows] = part
+        assert out is not None
+        return out
 
     def _row_entries(self, inputs: Any, encoded: Sequence[MllamaEntry | None]) -> list[MllamaEntry]:
         """One entry per batch row; text-only rows get the processor's padding image, as in HF.

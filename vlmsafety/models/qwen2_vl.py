@@ -157,19 +157,20 @@ class Qwen2VLAdapter(FamilyAdapter):
         prompts: Sequence[str],
         images: Sequence[Image.Image | None],
         encoded: Sequence[Any | None],
-        layer: int,
+        layer: int | Sequence[int],
         settings: GenerationSettings,
     ) -> list[Generation]:
         inputs = self.model_inputs(prompts, images)
+        layers = self.row_layers(layer, len(prompts))
         kwargs: dict[str, Any] = {
             key: inputs[key].to(self.device) for key in ("input_ids", "attention_mask", "mm_token_type_ids")
         }
-        entries = [e for e in encoded if e is not None]
+        entries = [(e, r) for e, r in zip(encoded, layers, strict=True) if e is not None]
         if entries:
-            grids = torch.stack([e.grid_thw for e in entries])
+            grids = torch.stack([e.grid_thw for e, _ in entries])
             if not torch.equal(grids, inputs["image_grid_thw"]):
                 raise RuntimeError(f"encoded image grids {grids.tolist()} differ from the processor's")
-            feats = [self.image_features(e, layer) for e in entries]
+            feats = [self.image_features(e, r) for e, r in entries]  # per image: independent of batch-mates
             kwargs["image_grid_thw"] = inputs["image_grid_thw"].to(self.device)
             kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=feats)}
         sequences = self.model.generate(**kwargs, **self._generate_kwargs(settings))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,13 +14,16 @@ from vlmsafety.registry import Registry
 Task = Callable[[DictConfig, Path], Any]
 
 
+# The shipped tasks, each in its own module. A job imports only its task's module: `task=report` never
+# loads torch, whose import is most of a run's start-up (docs/PERFORMANCE.md).
+BUILTIN_TASKS = {
+    name: f"vlmsafety.tasks.{name}" for name in ("eval", "inspect", "probe", "report", "score", "unlearn")
+}
+
+
 def _load_builtins() -> None:
-    from vlmsafety.tasks import eval as _eval  # noqa: F401
-    from vlmsafety.tasks import inspect as _inspect  # noqa: F401
-    from vlmsafety.tasks import probe as _probe  # noqa: F401
-    from vlmsafety.tasks import report as _report  # noqa: F401
-    from vlmsafety.tasks import score as _score  # noqa: F401
-    from vlmsafety.tasks import unlearn as _unlearn  # noqa: F401
+    for module in BUILTIN_TASKS.values():
+        importlib.import_module(module)
 
 
 TASKS: Registry[Task] = Registry("task", _load_builtins)
@@ -40,4 +44,7 @@ def writes_job_record(task: Task) -> bool:
 
 
 def get_task(name: str) -> Task:
+    if name in BUILTIN_TASKS:
+        importlib.import_module(BUILTIN_TASKS[name])  # registers it; the other tasks stay unimported
+        return TASKS.get_registered(name)
     return TASKS.get(name)

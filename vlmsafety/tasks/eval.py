@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from vlmsafety import environment, jobs
+from vlmsafety import environment, jobs, layer_batching, layer_budget
 from vlmsafety.attacks import AttackItem, AttackSet, load_attack_set
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.judges import Judge
@@ -56,21 +56,24 @@ def run_layers(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         raise VlmSafetyError(f"set either layer={cfg.layer} or layers=[...], not both")
     results: dict[str, Any] = {}
     failed: list[str] = []
+    subs = []
     for value in layers:
         sub = copy.deepcopy(cfg)
         with open_dict(sub):
             sub.layer = value
             sub.layers = None
-        sub_dir = out_dir / f"layer_{value}"
-        sub_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            results[str(value)] = run_job(sub, sub_dir)
-        except Exception as e:
-            line = jobs.mark_failed(sub_dir, sub, e)
-            log.error("layer %s failed: %s", value, line)
-            failed.append(f"layer {value}: {line}")
-            if cfg.get("fail_fast") or cfg.get("debug"):
-                raise jobs.JobsFailed(f"layer {value} failed (fail_fast): {line}") from e
+        subs.append((sub, out_dir / f"layer_{value}"))
+    with layer_batching.planned(subs):  # the layers decode their batches together (cross-layer decoding)
+        for (sub, sub_dir), value in zip(subs, layers, strict=True):
+            sub_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                results[str(value)] = run_job(sub, sub_dir)
+            except Exception as e:
+                line = jobs.mark_failed(sub_dir, sub, e)
+                log.error("layer %s failed: %s", value, line)
+                failed.append(f"layer {value}: {line}")
+                if cfg.get("fail_fast") or cfg.get("debug"):
+                    raise jobs.JobsFailed(f"layer {value} failed (fail_fast): {line}") from e
     if not jobs.in_sweep():  # a sweep's summary covers these folders; a single run summarises its own
         write_summary(out_dir, show=True)
     if failed:
@@ -133,24 +136,28 @@ def run_job(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
     return evaluate(
         cfg, worker, adapter, cfg.attack, attack_set, layer, judges, scorers, out_dir, timings, started,
-        partial=out_dir / GENERATIONS, extra=job_facts,
+        partial=out_dir / GENERATIONS, extra=job_facts, cross_layers=layer_budget.cross_layer_plan(cfg, adapter, layer),
     )
+
 
 
 def evaluate(
     cfg: DictConfig, worker: Worker, adapter: FamilyAdapter, attack_cfg: DictConfig, attack_set: AttackSet,
     layer: int, judges: list[Judge], scorers: list, out_dir: Path, timings: dict[str, float], started: float,
     partial: Path | None = None, extra: Callable[[], dict[str, Any]] | dict[str, Any] | None = None,
+    cross_layers: list[int] | None = None,
 ) -> dict[str, Any]:
     """Generate at `layer` for every item, judge, score, and write generations.jsonl and metrics.json.
 
     The part of `task=eval` after loading; `task=unlearn` calls it for each phase, attack set and
     layer. `partial`: where finished batches are appended (and resumed from); `extra` (or a function
-    returning it, called at the end) is merged into metrics.json; `started`: the job's start.
+    returning it, called at the end) is merged into metrics.json; `started`: the job's start;
+    `cross_layers`: layers whose image batches are decoded together with this job's (cross-layer decoding).
     """
     attack_set = fit_to_model(attack_set, adapter, attack_cfg, int(cfg.max_new_tokens))  # too long / markup
     generated = generate_records(
-        cfg, worker, adapter, attack_set.items, layer, timings, partial, attack_name=str(attack_cfg.name)
+        cfg, worker, adapter, attack_set.items, layer, timings, partial, attack_name=str(attack_cfg.name),
+        cross_layers=cross_layers,
     )
     records = generated.records
     with timed(timings, "judge"):
@@ -174,11 +181,13 @@ class Generated(NamedTuple):
     records: list[GenerationRecord]  # in item order
     resumed: list[GenerationRecord]  # kept from a killed run's appended batches (not decoded now)
     reused: list[GenerationRecord]  # text-only answers the worker had decoded for another layer
+    shared: list[GenerationRecord] = []  # image answers an earlier job decoded in a batch shared across layers
+    tokens_for_other_layers: int = 0  # new tokens this job decoded for later jobs' layers
 
 
 def generate_records(
     cfg: DictConfig, worker: Worker, adapter: FamilyAdapter, items: list[AttackItem], layer: int, timings: dict,
-    partial: Path | None = None, attack_name: str | None = None,
+    partial: Path | None = None, attack_name: str | None = None, cross_layers: list[int] | None = None,
 ) -> Generated:
     """One record per item, generated at `layer` (batched; text-only and image prompts apart).
 
@@ -209,6 +218,9 @@ def generate_records(
         log.info("resuming after batch %d/%d (%d records kept from the killed run)", done, len(batches), len(records))
     resumed = list(records)
     reused: list[GenerationRecord] = []
+    shared: list[GenerationRecord] = []
+    other_tokens = 0
+    lb_settings = layer_batching.Settings.from_config(cfg)
     with progress() as bar:
         task = bar.add_task(f"generating at layer {layer}", total=len(batches), completed=done)
         for b in range(done, len(batches)):
@@ -226,7 +238,14 @@ def generate_records(
                 _decode, adapter, batch_prompts, [r[0] if r else None for r in rendered], encoded, layer, settings, seed
             )
             with timed(timings, "generate"):
-                if with_image:
+                from_shared = False
+                if with_image and cross_layers:
+                    outs, from_shared, tokens = layer_budget.decode_across_layers(
+                        worker, adapter, batch_prompts, rendered, encoded, layer, cross_layers, settings, seed, lb_settings,
+                    )
+                    other_tokens += tokens
+                    from_cache = False
+                elif with_image:
                     outs, from_cache = decode(), False
                 else:
                     outs, from_cache = worker.text_generations(adapter, batch_prompts, settings, seed, decode)
@@ -245,9 +264,12 @@ def generate_records(
             records += fresh
             if from_cache:
                 reused += fresh
+            if from_shared:
+                shared += fresh
             bar.advance(task)
     position = {i: k for k, i in enumerate(order)}
-    return Generated([records[position[i]] for i in range(len(items))], resumed, reused)
+    return Generated([records[position[i]] for i in range(len(items))], resumed, reused, shared, other_tokens)
+
 
 
 def _decode(
@@ -275,8 +297,9 @@ def build_metrics(
     hours = timings["total"] / 3600
     new_tokens = sum(r.n_new_tokens for r in records)
     # tokens this job decoded (records kept from a killed run or reused from another layer cost no decoding)
-    resumed, reused = (generated.resumed, generated.reused) if generated else ([], [])
-    fresh_tokens = new_tokens - sum(r.n_new_tokens for r in resumed + reused)
+    resumed, reused, shared = (generated.resumed, generated.reused, generated.shared) if generated else ([], [], [])
+    others = generated.tokens_for_other_layers if generated else 0
+    fresh_tokens = new_tokens - sum(r.n_new_tokens for r in resumed + reused + shared) + others
     return {
         "status": "complete",
         "task": "eval",
@@ -303,6 +326,10 @@ def build_metrics(
         "new_tokens": new_tokens,
         "resumed_records": len(resumed),
         "reused_text_records": len(reused),  # text-only answers decoded once for every layer of the process
+        # cross-layer decoding: records an earlier job decoded in batches shared across layers, and the new
+        # tokens this job decoded for later jobs (tokens_per_s counts every token this job decoded)
+        "shared_layer_records": len(shared),
+        "tokens_for_other_layers": others,
         "tokens_per_s": fresh_tokens / timings["generate"] if timings.get("generate") else None,
         "quant": str(cfg.model.get("quant", "none")),
         "chat_date": adapter.template_vars().get("date_string"),  # the pinned "Today Date" (null: template has none)
