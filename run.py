@@ -30,7 +30,10 @@ if __name__ == "__main__":
         print_error(str(e))
         sys.exit(2)
     if (text := app_help(sys.argv[1:], CONF)) is not None:  # Hydra's --help text, without its slow group listing
-        print(text)
+        try:
+            print(text, flush=True)
+        except BrokenPipeError:  # `python run.py --help | head`: the reader has all it wanted
+            pass
         fast_exit(0)
     try:
         main()
