@@ -169,6 +169,17 @@ class Worker:
                 out[i] = fresh[hashes[i]]
         return out
 
+    def encode_batch(self, adapter: FamilyAdapter, specs: Sequence[ImageSpec | None]) -> tuple[list[Any], list[Any]]:
+        """Per row of a batch: its rendered (image, sha256) or None, and its `encode_images` entry or None
+        (text-only rows)."""
+        rendered = [self.image(spec) if spec is not None else None for spec in specs]
+        with_image = [i for i, r in enumerate(rendered) if r is not None]
+        entries = self.encode(adapter, [rendered[i][0] for i in with_image], [rendered[i][1] for i in with_image])
+        encoded: list[Any] = [None] * len(specs)
+        for i, entry in zip(with_image, entries, strict=True):
+            encoded[i] = entry
+        return rendered, encoded
+
     def text_generations(
         self, adapter: FamilyAdapter, prompts: Sequence[str], settings: GenerationSettings, seed: int,
         generate: Callable[[], list[Generation]],

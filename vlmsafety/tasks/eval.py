@@ -226,12 +226,8 @@ def generate_records(
         for b in range(done, len(batches)):
             batch = batches[b]
             with timed(timings, "encode"):
-                rendered = [worker.image(it.image) if it.image is not None else None for it in batch]
-                with_image = [i for i, r in enumerate(rendered) if r is not None]
-                entries = worker.encode(adapter, [rendered[i][0] for i in with_image], [rendered[i][1] for i in with_image])
-                encoded: list[Any] = [None] * len(batch)
-                for i, entry in zip(with_image, entries, strict=True):
-                    encoded[i] = entry
+                rendered, encoded = worker.encode_batch(adapter, [it.image for it in batch])
+                with_image = any(r is not None for r in rendered)
             batch_prompts = [prompts[id(it)] for it in batch]
             seed = _batch_seed(int(cfg.seed), b)
             decode = functools.partial(

@@ -118,12 +118,7 @@ def forward_states(
     hidden, logits = [], []
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]
-        rendered = [worker.image(it.image) if it.image is not None else None for it in batch]
-        with_image = [i for i, r in enumerate(rendered) if r is not None]
-        entries = worker.encode(adapter, [rendered[i][0] for i in with_image], [rendered[i][1] for i in with_image])
-        encoded: list[Any] = [None] * len(batch)
-        for i, entry in zip(with_image, entries, strict=True):
-            encoded[i] = entry
+        rendered, encoded = worker.encode_batch(adapter, [it.image for it in batch])
         prompts = [adapter.render(it.text, it.image is not None) for it in batch]
         states = adapter.prompt_states(prompts, [r[0] if r else None for r in rendered], encoded, layer)
         hidden.append(states.hidden.numpy())
