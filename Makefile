@@ -12,7 +12,7 @@ BATCH ?= 64
 RECIPES ?= textual,multimodal
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test organism sweep-layers unlearn report score bench lint check-report clean
+.PHONY: help setup run test organism sweep-layers unlearn align report score bench lint check-report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ sweep-layers: $(STAMP)  ## sweep layers of any model: make sweep-layers ARGS="mo
 
 unlearn: $(STAMP)  ## paper 2 on the organism: textual vs multimodal unlearning, before/after + cost (< 1 min): make unlearn [RECIPES=textual,textual_npo] [ARGS=...]
 	$(PY) run.py -m task=unlearn unlearn=$(RECIPES) threads=$(THREADS) batch_size=$(BATCH) $(ARGS)
+
+align: $(STAMP)  ## layer-wise safety tuning vs unlearning on the organism, every vision layer before/after (docs/alignment.md): make align [ARGS=seed=1]
+	$(PY) run.py -m task=unlearn unlearn=textual,multimodal,layerwise_sft,layerwise_dpo unlearn.eval.layers=all threads=$(THREADS) batch_size=$(BATCH) $(ARGS)
 
 report: $(STAMP)  ## re-summarise a sweep: make report SWEEP=multirun_outputs/DATE/TIME
 	$(PY) run.py task=report sweep_dir=$(SWEEP)

@@ -46,7 +46,8 @@ def test_textual_and_multimodal_in_one_process_each_from_the_clean_base(tmp_path
     def gens(job, phase):
         return (job / "eval" / phase / "organism_typo" / "layer_23" / "generations.jsonl").read_text()
 
-    # job 1 started from the clean base: its "before" equals job 0's "before", not job 0's unlearned model
+    # job 1 started from the clean base: its "before" equals job 0's (served from the worker's cache of the base
+    # model's batches; that the base comes back exactly is test_unlearn_train's)
     assert gens(jobs[0], "after") != gens(jobs[0], "before")
     assert gens(jobs[1], "before") == gens(jobs[0], "before")
 
@@ -119,5 +120,26 @@ def test_a_nested_unlearn_group_option_is_checked_on_the_command_line():
     from vlmsafety.errors import VlmSafetyError
 
     check_group_overrides(["unlearn/data=pku_saferlhf", "unlearn/train=full"], REPO / "conf")
-    with pytest.raises(VlmSafetyError, match="unknown unlearn/data 'pku'; valid choices: builtin, organism, pku_saferlhf, vlguard"):
+    with pytest.raises(VlmSafetyError, match="unknown unlearn/data 'pku'; valid choices: builtin, organism, organism_vision, pku_saferlhf, vlguard"):
         check_group_overrides(["unlearn/data=pku"], REPO / "conf")
+
+
+def test_layerwise_sft_draws_its_layers_logs_them_and_evaluates_every_listed_layer(tmp_path):
+    sweep = tmp_path / "sweep"
+    p = run_cli(
+        "-m", "task=unlearn", "unlearn=layerwise_sft", "limit=3", "max_new_tokens=4", "unlearn.train.steps=3",
+        "unlearn.data.max_harmful=4", "unlearn.data.max_normal=6", "unlearn.data.eval_attacks=[organism_image]",
+        "unlearn.eval.layers=[0,12,23]", "unlearn.train.layers=[0,12]", f"hydra.sweep.dir={sweep}",
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    m = json.loads((sweep / "0" / "metrics.json").read_text())
+    assert m["unlearn"] == "layerwise_sft" and m["data"]["image"] == ["benign", "figstep"]
+    assert m["train"]["layers"]["distribution"] == {"0": 0.5, "12": 0.5}
+    assert set(m["train"]["layers"]["drawn"]) <= {"0", "12"} and sum(m["train"]["layers"]["drawn"].values()) > 0
+    log = [json.loads(line) for line in (sweep / "0" / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 3 and all(set(r["layers_harmful"] + r["layers_normal"]) <= {0, 12} for r in log)
+    for phase in ("before", "after"):
+        for layer in (0, 12, 23):
+            assert (sweep / "0" / "eval" / phase / "organism_image" / f"layer_{layer}" / "metrics.json").is_file()
+    assert (sweep / "unlearn_asr_by_layer.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Across 3 vision layers" in p.stdout + p.stderr

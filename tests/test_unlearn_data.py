@@ -177,3 +177,19 @@ def test_flop_estimate_by_hand():
     full = estimate_flops(sizes, meter, "full", gradient_checkpointing=True)
     assert full["lm_backward"] == 400_000 and full["adapters"] == 0 and full["recompute"] == 200_000
     assert math.isclose(full["total"], 280_000 + 400_000 + 200_000 + 10_000)
+
+
+def test_benign_pictures_from_a_folder_are_seeded_picks_and_lists_of_policies_give_each_request_once_per_policy():
+    coco = REPO / "tests" / "fixtures" / "attacks" / "coco" / "val2014"
+    cfg = data_cfg(image=["benign", "figstep"], normal_image=["dataset", "figstep"], image_dir=str(coco))
+    data = build_data(cfg)
+    kinds = [h.image.kind for h in data.helpful]
+    assert kinds.count("file") == kinds.count("figstep") == len(data.helpful) // 2
+    assert all(h.id.endswith(("@benign", "@figstep")) and f.id == h.id for h, f in zip(data.helpful, data.forget, strict=True))
+    picks = [h.image.params["path"] for h in data.helpful if h.image.kind == "file"]
+    assert all(p.startswith(str(coco)) for p in picks) and picks == [
+        h.image.params["path"] for h in build_data(cfg).helpful if h.image.kind == "file"]  # seeded
+    typo = [e for e in data.normal + data.heldout if e.image is not None and e.image.kind == "figstep"]
+    assert typo and all(e.about_image for e in typo)  # benign requests as typography, with their answers
+    with pytest.raises(VlmSafetyError, match="does not exist"):
+        build_data(data_cfg(image="benign", image_dir=str(coco / "missing")))

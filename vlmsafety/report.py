@@ -200,6 +200,10 @@ def write_summary(sweep_dir: str | Path, show: bool = True) -> dict[str, Path]:
         paths["cost_csv"] = sweep_dir / unlearn_summary.COST_CSV
         write_text_atomic(paths["unlearn_csv"], results.to_csv(index=False))
         write_text_atomic(paths["cost_csv"], costs.to_csv(index=False))
+        layer_png = unlearn_summary.layer_plot(results) if not results.empty else None
+        if layer_png is not None:  # jobs evaluated at several vision layers: ASR by layer, before and after
+            paths["unlearn_png"] = sweep_dir / unlearn_summary.LAYER_PNG
+            write_bytes_atomic(paths["unlearn_png"], layer_png)
         if not results.empty:
             tables.extend(unlearn_summary.results_tables(results))
         tables.append(unlearn_summary.cost_table(costs))

@@ -182,17 +182,22 @@ class Worker:
 
     def text_generations(
         self, adapter: FamilyAdapter, prompts: Sequence[str], settings: GenerationSettings, seed: int,
-        generate: Callable[[], list[Generation]],
+        generate: Callable[[], list[Generation]], images: tuple[Any, ...] = (),
     ) -> tuple[list[Generation], bool]:
-        """A text-only batch's answers, decoded once per process (they cannot depend on the vision
-        layer), and whether they came from the cache.
+        """A batch's answers, decoded once per process, and whether they came from the cache: a
+        text-only batch once for every layer (its answers cannot depend on the vision layer); an image
+        batch when the same batch comes again at the same layer (`images`: the layer and the images'
+        pixel hashes; the "before" evaluation of every unlearn job of a sweep).
 
         Keyed by the whole batch (its padding is part of the computation), the settings and the batch's
         seed, so a reused answer is the one `generate()` would give; never reused for a model a job has
-        modified (unlearning)."""
-        if adapter.modified:
+        modified (unlearning), unless the job has frozen its weights under a `weights_tag` (then only
+        answers decoded under that tag)."""
+        tag = getattr(adapter, "weights_tag", None)
+        if adapter.modified and tag is None:
             return generate(), False
-        key = (getattr(adapter, "cache_key", None) or f"unmanaged-{id(adapter)}", tuple(prompts), settings, seed)
+        model_key = getattr(adapter, "cache_key", None) or f"unmanaged-{id(adapter)}"
+        key = (model_key, tag if adapter.modified else None, tuple(prompts), images, settings, seed)
         hit = self._text.get(key)
         if hit is not None:
             self._text.move_to_end(key)

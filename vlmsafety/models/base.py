@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -69,6 +69,9 @@ class FamilyAdapter(ABC):
         # the worker then never hands this model to a later job but loads the checkpoint again
         self.modified = False
         self.chat_date = DEFAULT_CHAT_DATE  # `date_string` for templates that read it (`model.chat_date`)
+        # set while modified weights stay fixed (an unlearn job's "after" evaluation): text-only answers
+        # may then be reused across layers under this tag, as they are for an unmodified model
+        self.weights_tag: str | None = None
         tokenizer = getattr(processor, "tokenizer", processor)
         tokenizer.padding_side = "left"  # batched generation of decoder-only LMs needs left padding
 
@@ -215,6 +218,20 @@ class FamilyAdapter(ABC):
         if isinstance(entry, dict):
             return sum(FamilyAdapter.entry_nbytes(e) for e in entry.values())
         return 0
+
+    @contextmanager
+    def layer_inputs(
+        self, inputs: dict[str, torch.Tensor], encoded: Sequence[Any], layers: Sequence[int]
+    ) -> Iterator[dict[str, Any]]:
+        """While active: `model(**...)` arguments in which row i's image is replaced by layer
+        `layers[i]`'s features, exactly as `generate` feeds that layer (layer-wise training).
+
+        inputs: a processor batch of image prompts, one image per row (`model_inputs`, answer tokens
+        may follow the prompt); encoded: per row, the image's `encode_images` entry. Gradients flow
+        through whatever of the vision side trains (a projector copy); the vision tower is frozen.
+        """
+        raise NotImplementedError(f"{self.family}: training at sampled vision layers is not implemented for this family")
+        yield {}  # pragma: no cover
 
     # --- generation --------------------------------------------------------------------------
     @abstractmethod

@@ -32,7 +32,15 @@ class LlavaAdapter(FamilyAdapter):
         super().__init__(model, processor, name)
         self.layer_range(model.config)  # refuses multi-layer feature selection before anything runs
         self._vision = model.model.vision_tower
-        self._projector = model.model.multi_modal_projector
+
+    # processor outputs that carry the pixels: left out when the features come precomputed
+    _pixel_keys: tuple[str, ...] = ("pixel_values",)
+
+    @property
+    def _projector(self) -> torch.nn.Module:
+        # looked up on every use: with unlearn.train.train_projector PEFT swaps in a wrapper that runs
+        # the trained copy (or, adapters disabled, the original)
+        return self.model.model.multi_modal_projector
 
     @classmethod
     def layer_range(cls, config: Any) -> tuple[int, int]:
@@ -90,9 +98,9 @@ class LlavaAdapter(FamilyAdapter):
         kwargs: dict[str, Any] = {}
         layers = self.row_layers(layer, len(prompts))
         # features per image, so a row's features do not depend on its batch-mates or their layers
-        feats = [self.image_features(e, r) for e, r in zip(encoded, layers, strict=True) if e is not None]
-        if feats:
-            kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=feats)}
+        pairs = [(e, r) for e, r in zip(encoded, layers, strict=True) if e is not None]
+        if pairs:
+            kwargs["mm_encoder_outputs"] = self._encoder_outputs([e for e, _ in pairs], [r for _, r in pairs])
         sequences = self.model.generate(
             input_ids=inputs["input_ids"].to(self.device),
             attention_mask=inputs["attention_mask"].to(self.device),
@@ -107,7 +115,20 @@ class LlavaAdapter(FamilyAdapter):
     ) -> Iterator[dict[str, Any]]:
         inputs = self.model_inputs(prompts, images)
         kwargs: dict[str, Any] = {k: inputs[k].to(self.device) for k in ("input_ids", "attention_mask")}
-        feats = [self.image_features(e, layer) for e in encoded if e is not None]
-        if feats:
-            kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=feats)}
+        entries = [e for e in encoded if e is not None]
+        if entries:
+            kwargs["mm_encoder_outputs"] = self._encoder_outputs(entries, [layer] * len(entries))
         yield kwargs
+
+    def _encoder_outputs(self, entries: Sequence[Any], layers: Sequence[int]) -> dict[str, BaseModelOutputWithPooling]:
+        """transformers' `mm_encoder_outputs`: image i as layer `layers[i]`'s projected features."""
+        feats = [self.image_features(e, layer) for e, layer in zip(entries, layers, strict=True)]
+        return {"image": BaseModelOutputWithPooling(pooler_output=feats)}
+
+    @contextmanager
+    def layer_inputs(
+        self, inputs: dict[str, torch.Tensor], encoded: Sequence[Any], layers: Sequence[int]
+    ) -> Iterator[dict[str, Any]]:
+        """The batch without its pixels, with `generate`'s precomputed features at each row's layer."""
+        kept = {k: v for k, v in inputs.items() if k not in self._pixel_keys}
+        yield {**kept, "mm_encoder_outputs": self._encoder_outputs(encoded, layers)}

@@ -34,6 +34,7 @@ class LlavaNextEntry(NamedTuple):
 class LlavaNextAdapter(LlavaAdapter):
     family = "llava_next"
     model_class = LlavaNextForConditionalGeneration
+    _pixel_keys = ("pixel_values", "image_sizes")  # the packing reads the size from each encoded entry
 
     @classmethod
     def architecture(cls, config: Any) -> Architecture:

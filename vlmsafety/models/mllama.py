@@ -207,6 +207,16 @@ class MllamaAdapter(FamilyAdapter):
             padding=True, return_tensors="pt", add_special_tokens=self._needs_bos(prompts),
         )
 
+    @contextmanager
+    def layer_inputs(
+        self, inputs: dict[str, torch.Tensor], encoded: Sequence[Any], layers: Sequence[int]
+    ) -> Iterator[dict[str, Any]]:
+        """The batch as it is, while the vision model returns each row's `vision_output` at its layer
+        (what `generate` stands in with); the projector inside the model's forward then runs as usual."""
+        outputs = [self.vision_output([entry], layer) for entry, layer in zip(encoded, layers, strict=True)]
+        with self._vision_returns(torch.cat(outputs)):  # [B, 1, tiles, patches, vision_output_dim]
+            yield inputs
+
     # --- generation ---------------------------------------------------------------------------------
     @torch.no_grad()
     def generate(

@@ -170,9 +170,9 @@ class Qwen2VLAdapter(FamilyAdapter):
             grids = torch.stack([e.grid_thw for e, _ in entries])
             if not torch.equal(grids, inputs["image_grid_thw"]):
                 raise RuntimeError(f"encoded image grids {grids.tolist()} differ from the processor's")
-            feats = [self.image_features(e, r) for e, r in entries]  # per image: independent of batch-mates
             kwargs["image_grid_thw"] = inputs["image_grid_thw"].to(self.device)
-            kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=feats)}
+            # per image: independent of batch-mates
+            kwargs["mm_encoder_outputs"] = self._encoder_outputs([e for e, _ in entries], [r for _, r in entries])
         sequences = self.model.generate(**kwargs, **self._generate_kwargs(settings))
         return self._decode(sequences, inputs["input_ids"].shape[1])
 
@@ -187,9 +187,25 @@ class Qwen2VLAdapter(FamilyAdapter):
         entries = [e for e in encoded if e is not None]
         if entries:  # the merged features and the grids the 3-D (mrope) positions are computed from
             kwargs["image_grid_thw"] = inputs["image_grid_thw"].to(self.device)
-            feats = [self.image_features(e, layer) for e in entries]
-            kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=feats)}
+            kwargs["mm_encoder_outputs"] = self._encoder_outputs(entries, [layer] * len(entries))
         yield kwargs
+
+    def _encoder_outputs(self, entries: Sequence[QwenEntry], layers: Sequence[int]) -> dict[str, BaseModelOutputWithPooling]:
+        """transformers' `mm_encoder_outputs`: image i as layer `layers[i]`'s merged features."""
+        feats = [self.image_features(e, layer) for e, layer in zip(entries, layers, strict=True)]
+        return {"image": BaseModelOutputWithPooling(pooler_output=feats)}
+
+    @contextmanager
+    def layer_inputs(
+        self, inputs: dict[str, torch.Tensor], encoded: Sequence[Any], layers: Sequence[int]
+    ) -> Iterator[dict[str, Any]]:
+        """The batch without its pixels (grids and token types kept: they place the 3-D positions),
+        with `generate`'s precomputed features at each row's layer."""
+        grids = torch.stack([e.grid_thw for e in encoded]).cpu()
+        if not torch.equal(grids, inputs["image_grid_thw"].cpu()):
+            raise RuntimeError(f"encoded image grids {grids.tolist()} differ from the processor's")
+        kept = {k: v for k, v in inputs.items() if k != "pixel_values"}
+        yield {**kept, "mm_encoder_outputs": self._encoder_outputs(encoded, layers)}
 
 
 @register_family

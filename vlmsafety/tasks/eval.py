@@ -146,18 +146,22 @@ def evaluate(
     layer: int, judges: list[Judge], scorers: list, out_dir: Path, timings: dict[str, float], started: float,
     partial: Path | None = None, extra: Callable[[], dict[str, Any]] | dict[str, Any] | None = None,
     cross_layers: list[int] | None = None,
+    reuse_image_batches: bool = False,
 ) -> dict[str, Any]:
     """Generate at `layer` for every item, judge, score, and write generations.jsonl and metrics.json.
 
     The part of `task=eval` after loading; `task=unlearn` calls it for each phase, attack set and
     layer. `partial`: where finished batches are appended (and resumed from); `extra` (or a function
     returning it, called at the end) is merged into metrics.json; `started`: the job's start;
-    `cross_layers`: layers whose image batches are decoded together with this job's (cross-layer decoding).
+    `cross_layers`: layers whose image batches are decoded together with this job's (cross-layer decoding);
+    `reuse_image_batches`: serve an image batch the worker already decoded at this layer (the same
+    batch, seed and weights; the "before" evaluation of every unlearn job of a sweep).
     """
     attack_set = fit_to_model(attack_set, adapter, attack_cfg, int(cfg.max_new_tokens))  # too long / markup
     generated = generate_records(
         cfg, worker, adapter, attack_set.items, layer, timings, partial, attack_name=str(attack_cfg.name),
         cross_layers=cross_layers,
+        reuse_image_batches=reuse_image_batches,
     )
     records = generated.records
     with timed(timings, "judge"):
@@ -180,7 +184,7 @@ def evaluate(
 class Generated(NamedTuple):
     records: list[GenerationRecord]  # in item order
     resumed: list[GenerationRecord]  # kept from a killed run's appended batches (not decoded now)
-    reused: list[GenerationRecord]  # text-only answers the worker had decoded for another layer
+    reused: list[GenerationRecord]  # answers the worker had decoded for another layer (text) or job (same batch)
     shared: list[GenerationRecord] = []  # image answers an earlier job decoded in a batch shared across layers
     tokens_for_other_layers: int = 0  # new tokens this job decoded for later jobs' layers
 
@@ -188,6 +192,7 @@ class Generated(NamedTuple):
 def generate_records(
     cfg: DictConfig, worker: Worker, adapter: FamilyAdapter, items: list[AttackItem], layer: int, timings: dict,
     partial: Path | None = None, attack_name: str | None = None, cross_layers: list[int] | None = None,
+    reuse_image_batches: bool = False,
 ) -> Generated:
     """One record per item, generated at `layer` (batched; text-only and image prompts apart).
 
@@ -241,10 +246,11 @@ def generate_records(
                     )
                     other_tokens += tokens
                     from_cache = False
-                elif with_image:
+                elif with_image and not reuse_image_batches:
                     outs, from_cache = decode(), False
-                else:
-                    outs, from_cache = worker.text_generations(adapter, batch_prompts, settings, seed, decode)
+                else:  # an image batch depends on the layer and the pixels: both join the key
+                    images = (layer, tuple(r[1] if r else None for r in rendered)) if with_image else ()
+                    outs, from_cache = worker.text_generations(adapter, batch_prompts, settings, seed, decode, images)
             fresh = [
                 GenerationRecord(
                     id=it.id, attack=attack_name, category=it.category, harmful=it.harmful,
@@ -321,7 +327,8 @@ def build_metrics(
         "gpu_hours": hours if device.type == "cuda" else 0.0,
         "new_tokens": new_tokens,
         "resumed_records": len(resumed),
-        "reused_text_records": len(reused),  # text-only answers decoded once for every layer of the process
+        "reused_text_records": sum(r.image is None for r in reused),  # text-only answers decoded once for every layer
+        "reused_image_records": sum(r.image is not None for r in reused),  # the same image batch at the same layer
         # cross-layer decoding: records an earlier job decoded in batches shared across layers, and the new
         # tokens this job decoded for later jobs (tokens_per_s counts every token this job decoded)
         "shared_layer_records": len(shared),

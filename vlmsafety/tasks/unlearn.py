@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from vlmsafety import environment
@@ -45,7 +47,10 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 def run_unlearn(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     u = cfg.get("unlearn") or {}
     if not u.get("method"):
-        raise VlmSafetyError("task=unlearn needs a recipe: unlearn=textual (or multimodal, textual_ga, textual_graddiff, textual_npo)")
+        raise VlmSafetyError(
+            "task=unlearn needs a recipe: unlearn=textual (or multimodal, textual_ga, textual_graddiff, textual_npo, "
+            "layerwise_sft, layerwise_dpo)"
+        )
     worker = get_worker()
     worker.configure(cfg)
     timings: dict[str, float] = {}
@@ -72,10 +77,15 @@ def run_unlearn(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             run_evals("before")
 
     sizes = model_sizes(adapter, 0)  # before adapters are added
+    # the adapters' initial weights come from torch's global generator: seed it here, or they would
+    # depend on what ran before in the process (which batches the worker served from its caches)
+    torch.manual_seed(int(cfg.seed))
     with trained_in_place(worker, adapter, u.train, method) as trainable:
         with timed(timings, "train"):
-            result = train(trainable, method, data, u.train, out_dir, lambda spec: worker.image(spec)[0], int(cfg.seed))
+            result = train(trainable, method, data, u.train, out_dir, lambda spec: worker.image(spec)[0], int(cfg.seed),
+                           encode=lambda specs, images: worker.encode(adapter, images, [worker.image(s)[1] for s in specs]))
         trainable.model.eval()
+        adapter.weights_tag = f"unlearned-{uuid.uuid4().hex}"  # fixed from here: text-only answers reused across layers
         with timed(timings, "eval_after"):
             run_evals("after")
         if u.train.get("merge"):
@@ -97,9 +107,10 @@ def run_unlearn(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "attack": ",".join(str(a.name) for a, _ in attacks),
         "data": {**data.sources, "n_requests": len(data.helpful), "n_forget": len(data.forget_examples),
                  "n_normal": len(data.normal), "n_heldout": len(data.heldout),
-                 "image": str(u.data.get("image", "none")), "normal_image": str(u.data.get("normal_image", "none"))},
+                 "image": _plain(u.data.get("image", "none")), "normal_image": _plain(u.data.get("normal_image", "none"))},
         "train": {"mode": trainable.mode, "steps": result.steps, "stopped": result.stopped,
-                  "forget_nll_cap": result.forget_nll_cap, "saved": result.saved, "log": "train_log.jsonl"},
+                  "forget_nll_cap": result.forget_nll_cap, "saved": result.saved, "log": "train_log.jsonl",
+                  "train_projector": bool(u.train.get("train_projector")), "layers": result.layers},
         "nll": nll,
         "cost": cost_summary(
             replace(sizes, trainable=trainable.n_trainable), result.meter, "full" if trainable.mode == "full" else "lora",
@@ -123,13 +134,18 @@ def run_unlearn(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     return metrics
 
 
+def _plain(value: Any) -> Any:
+    """A config value as JSON takes it: a list of image policies stays a list, anything else a string."""
+    return [str(v) for v in value] if isinstance(value, (list, ListConfig)) else str(value)
+
+
 def build_method(u: DictConfig) -> UnlearnMethod:
     """The recipe's method with its `unlearn.loss` options (checked by name), and its image requirement checked."""
     method_cls = get_method(str(u.method))
     options = OmegaConf.to_container(u.loss, resolve=True) if u.get("loss") else {}
     check_options(f"unlearn.loss (method {u.method})", method_cls, options)
     method = method_cls(**options)
-    if method.needs_images and str(u.data.get("image", "none")) == "none":
+    if method.needs_images and _plain(u.data.get("image", "none")) in ("none", ["none"]):
         raise VlmSafetyError(f"unlearn.method={u.method} trains with images; set unlearn.data.image to figstep, benign or dataset")
     return method
 
@@ -144,6 +160,7 @@ def trained_in_place(worker: Worker, adapter: FamilyAdapter, train_cfg: DictConf
         trainable = setup(adapter, train_cfg, method.needs_reference)
         yield trainable
     finally:
+        adapter.weights_tag = None
         if trainable is not None and trainable.restore():
             adapter.modified = False
         else:
@@ -159,12 +176,15 @@ def _eval_runner(
 
     def run(phase: str) -> None:
         for attack_cfg, attack_set in attacks:
+            # items kept out of training (the organism's held-out pairs): results report them apart
+            heldout = [it.id for it in attack_set.items if (it.meta or {}).get("heldout")]
             for layer in layers:
                 folder = eval_dir(out_dir, phase, str(attack_cfg.name), layer)
                 folder.mkdir(parents=True, exist_ok=True)
                 evaluate(
                     cfg, worker, adapter, attack_cfg, attack_set, layer, judges, scorers, folder, {},
-                    time.perf_counter(), extra={"phase": phase, "unlearn": str(cfg.unlearn.name)},
+                    time.perf_counter(), extra={"phase": phase, "unlearn": str(cfg.unlearn.name), "heldout_ids": heldout},
+                    reuse_image_batches=phase == "before",  # the same base model in every job of a sweep
                 )
 
     return run

@@ -6,12 +6,19 @@ ids and -100 everywhere else (prompt, image tokens, padding); padding is also of
 mask, so the pad id the tokenizer uses never matters. Text-only and image examples go through the
 model in separate forward passes (as in generation: some families let text-only rows of a mixed
 batch attend to a padding image).
+
+An image example with a `layer` (layer-wise recipes) is encoded once by the vision tower (every
+layer's states, `FamilyAdapter.encode_images`, through the worker's cache in a job) and its features
+are layer `layer`'s, handed to the model by the family adapter exactly as generation at that layer
+hands them (`FamilyAdapter.layer_inputs`); without a layer the model runs its own forward (the
+trained default layer). The two kinds go in separate passes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +31,8 @@ from vlmsafety.unlearn.data import Example
 
 IGNORE = -100  # label of positions the loss skips (PyTorch's cross-entropy default)
 ImageLoader = Callable[[ImageSpec], Image.Image]
+# (specs, their rendered images) -> per image, the family's `encode_images` entry (every layer's states)
+ImageEncoder = Callable[[Sequence[ImageSpec], Sequence[Image.Image]], list[Any]]
 
 
 @dataclass
@@ -34,6 +43,8 @@ class Batch:
     labels: torch.Tensor  # [B, S] answer token ids, IGNORE elsewhere
     n_images: int
     vision_tokens: int  # patches through the vision encoder (cost estimate)
+    encoded: list[Any] | None = None  # per row, its image's `encode_images` entry (rows with a layer only)
+    layers: list[int] | None = None  # per row, the vision layer whose features the model reads; None = its own forward
 
 
 @dataclass
@@ -53,12 +64,19 @@ class Meter:
         self.forward_passes += 1
 
 
-def make_batch(adapter: FamilyAdapter, examples: Sequence[Example], load_image: ImageLoader = render_image) -> Batch:
-    """One batch from examples that all have an image or all have none."""
+def make_batch(
+    adapter: FamilyAdapter, examples: Sequence[Example], load_image: ImageLoader = render_image,
+    encode: ImageEncoder | None = None,
+) -> Batch:
+    """One batch from examples that all have an image or all have none, and whose images all have a
+    `layer` or all have none (`encode`: how layered images are encoded; default `adapter.encode_images`)."""
     has_image = {ex.image is not None for ex in examples}
     if len(has_image) != 1:
         raise ValueError("make_batch needs examples that all have an image or all have none")
     with_image = has_image.pop()
+    layered = {ex.layer is not None for ex in examples} if with_image else {False}
+    if len(layered) != 1:
+        raise ValueError("make_batch needs image examples that all have a layer or all have none")
     prompts = [adapter.render(ex.prompt, with_image) for ex in examples]
     images = [load_image(ex.image) if ex.image is not None else None for ex in examples]
     enc = adapter.model_inputs(prompts, images)
@@ -91,25 +109,44 @@ def make_batch(adapter: FamilyAdapter, examples: Sequence[Example], load_image: 
             # continues the prompt's last (text) token, so it inherits that token's value
             value = torch.cat([value, value[:, -1:].expand(b, a, *value.shape[2:])], dim=1)
         inputs[key] = value
-    return Batch(inputs, labels, sum(img is not None for img in images), adapter.vision_tokens(enc))
+    batch = Batch(inputs, labels, sum(img is not None for img in images), adapter.vision_tokens(enc))
+    if layered.pop():
+        specs = [ex.image for ex in examples]
+        batch.encoded = (encode or (lambda _, imgs: adapter.encode_images(imgs)))(specs, images)
+        batch.layers = [int(ex.layer) for ex in examples]
+    return batch
 
 
 def make_batches(
-    adapter: FamilyAdapter, examples: Sequence[Example], load_image: ImageLoader = render_image
+    adapter: FamilyAdapter, examples: Sequence[Example], load_image: ImageLoader = render_image,
+    encode: ImageEncoder | None = None,
 ) -> list[tuple[list[int], Batch]]:
-    """Examples split into a text-only and an image batch: [(positions in `examples`, batch)]."""
+    """Examples split into a text-only batch, an image batch at the model's own layer and an image
+    batch at sampled layers: [(positions in `examples`, batch)]."""
+    kind = lambda ex: 0 if ex.image is None else (1 if ex.layer is None else 2)  # noqa: E731
     out = []
-    for has_image in (False, True):
-        idx = [i for i, ex in enumerate(examples) if (ex.image is not None) == has_image]
+    for k in (0, 1, 2):
+        idx = [i for i, ex in enumerate(examples) if kind(ex) == k]
         if idx:
-            out.append((idx, make_batch(adapter, [examples[i] for i in idx], load_image)))
+            out.append((idx, make_batch(adapter, [examples[i] for i in idx], load_image, encode)))
     return out
 
 
-def forward_logits(model: torch.nn.Module, batch: Batch, device: torch.device) -> torch.Tensor:
-    """Logits at the positions that predict answer tokens: [answer tokens in the batch, vocab], float32."""
+def forward_logits(
+    model: torch.nn.Module, batch: Batch, device: torch.device, adapter: FamilyAdapter | None = None
+) -> torch.Tensor:
+    """Logits at the positions that predict answer tokens: [answer tokens in the batch, vocab], float32.
+
+    A batch with `layers` needs the `adapter`: it swaps the images for those layers' features.
+    """
     inputs = {k: v.to(device) for k, v in batch.inputs.items()}
-    logits = model(**inputs).logits  # [B, S, V]
+    if batch.layers is not None:
+        if adapter is None:
+            raise ValueError("a batch with sampled vision layers needs the family adapter to build its inputs")
+        with adapter.layer_inputs(inputs, batch.encoded or [], batch.layers) as layered:
+            logits = model(**layered).logits  # [B, S, V]
+    else:
+        logits = model(**inputs).logits  # [B, S, V]
     targets = batch.labels.to(device)[:, 1:]  # position t predicts token t + 1
     return logits[:, :-1][targets != IGNORE].float()
 

@@ -8,18 +8,23 @@ yields `HarmfulRequest`s and/or normal `Example`s. `build_data` turns them into 
   (utility NLL before and after).
 Image policies (`unlearn.data.image`) attach an image to every harmful request for multimodal
 unlearning: the source's own image (`dataset`), the request rendered as typography (`figstep`), or a
-benign picture (`benign`).
+benign picture (`benign`). A list of policies (`[benign, figstep]`) gives each request once per
+policy (ids suffixed `@<policy>`; a request with its own image once); `normal_image` likewise for
+normal examples, where `figstep` renders a benign request without an image as typography (so that
+a model taught to refuse harmful typography still reads benign typography).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 
 from vlmsafety.attacks.base import ImageSpec
 from vlmsafety.attacks.images import FIGSTEP_PROMPT
@@ -27,7 +32,7 @@ from vlmsafety.errors import VlmSafetyError, check_options
 from vlmsafety.registry import Registry
 
 IMAGE_POLICIES = ("none", "dataset", "figstep", "benign")
-NORMAL_IMAGE_POLICIES = ("none", "dataset", "benign")
+NORMAL_IMAGE_POLICIES = ("none", "dataset", "benign", "figstep")
 
 # Refusals for requests whose source has no safe answer. Each one contains a string of GCG's
 # refusal list, so the keyword judge reads a learnt refusal as a refusal.
@@ -49,6 +54,8 @@ class Example:
     image: ImageSpec | None = None
     about_image: bool = False  # the prompt asks about its image (a visual question): without the image it makes
                                # no sense, so `normal_image: none` drops the example instead of its image
+    layer: int | None = None  # the vision layer whose features stand for the image (layer-wise recipes set it
+                              # per step); None = the model's own forward, i.e. its trained default layer
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,11 @@ class DataSource:
         """A benign picture that says nothing about the request (seeded by `key`)."""
         return ImageSpec("picture", {"seed": zlib.crc32(key.encode("utf-8")), "size": 336})
 
+    def normal_typography(self, example: Example) -> Example:
+        """A benign request moved into the image, with the same answer (FigStep's typography and prompt)."""
+        return replace(example, prompt=FIGSTEP_PROMPT, image=ImageSpec("figstep", {"instruction": example.prompt}),
+                       about_image=True)
+
 
 def _load_builtins() -> None:
     from vlmsafety.unlearn import english, files, organism  # noqa: F401  (register the shipped sources)
@@ -148,13 +160,8 @@ def build_data(cfg: Any, seed: int = 0) -> UnlearnData:
     keeps the source's own images (a harmful request without one is an error); `figstep` / `benign` keep own images and give requests without one their
     typography / a benign picture (`normal_image: benign` does the latter for normal examples).
     """
-    image, normal_image = str(cfg.get("image", "none")), str(cfg.get("normal_image", "none"))
-    if image not in IMAGE_POLICIES:
-        raise VlmSafetyError(f"unlearn.data.image={image!r} is not valid; use one of {', '.join(IMAGE_POLICIES)}")
-    if normal_image not in NORMAL_IMAGE_POLICIES:
-        raise VlmSafetyError(
-            f"unlearn.data.normal_image={normal_image!r} is not valid; use one of {', '.join(NORMAL_IMAGE_POLICIES)}"
-        )
+    images = policies(cfg.get("image", "none"), IMAGE_POLICIES, "unlearn.data.image")
+    normal_images = policies(cfg.get("normal_image", "none"), NORMAL_IMAGE_POLICIES, "unlearn.data.normal_image")
     harmful_srcs = make_sources(cfg.get("harmful"), "unlearn.data.harmful")
     normal_srcs = make_sources(cfg.get("normal"), "unlearn.data.normal")
     requests = _limit([(src, r) for src in harmful_srcs for r in src.harmful()], cfg.get("max_harmful"), seed)
@@ -162,25 +169,52 @@ def build_data(cfg: Any, seed: int = 0) -> UnlearnData:
         raise VlmSafetyError(
             f"unlearn.data.harmful ({', '.join(s.name for s in harmful_srcs)}) gave no request with a harmful answer to forget"
         )
+    benign = benign_pictures(cfg)
     custom = tuple(cfg.get("refusals") or ())
     forget, helpful = [], []
     for src, r in requests:
-        prompt, img = _with_image(src, r, image)
         refusals = custom or src.refusals
         safe = r.safe if r.safe is not None else refusals[zlib.crc32(r.id.encode("utf-8")) % len(refusals)]
-        forget.append(Example(r.id, prompt, r.harmful, img) if r.harmful else None)
-        helpful.append(Example(r.id, prompt, safe, img))
+        variants = _variants([(p, _with_image(src, r, p, benign)) for p in images])
+        if not variants:
+            continue
+        for policy, (prompt, img) in variants:
+            rid = r.id if len(images) == 1 else f"{r.id}@{policy}"
+            forget.append(Example(rid, prompt, r.harmful, img) if r.harmful else None)
+            helpful.append(Example(rid, prompt, safe, img))
 
-    kept = [(src, ex) for src in normal_srcs for ex in src.normal() if not (normal_image == "none" and ex.about_image)]
-    normal = _limit([_normal_image(src, ex, normal_image) for src, ex in kept], cfg.get("max_normal"), seed)
+    normal_all = []
+    for src in normal_srcs:
+        for ex in src.normal():
+            for policy, variant in _variants([(p, _normal_image(src, ex, p, benign)) for p in normal_images]):
+                normal_all.append(variant if len(normal_images) == 1 else replace(variant, id=f"{ex.id}@{policy}"))
+    normal = _limit(normal_all, cfg.get("max_normal"), seed)
     train, heldout = split_heldout(normal, float(cfg.get("heldout_fraction", 0.25)), seed)
     describe = lambda srcs: " + ".join(s.description or s.name for s in srcs)  # noqa: E731
     return UnlearnData(forget, helpful, train, heldout, sources={"harmful": describe(harmful_srcs), "normal": describe(normal_srcs)})
 
 
-def _with_image(src: DataSource, r: HarmfulRequest, policy: str) -> tuple[str, ImageSpec | None]:
+def benign_pictures(cfg: Any) -> Callable[[DataSource, str], ImageSpec]:
+    """(source, key) → the benign picture for `key`: the source's own (seeded), or with
+    `unlearn.data.image_dir` a seeded pick from that folder (e.g. COCO val2014, as AdvBench-COCO pairs
+    its prompts; `image_seed` as `attack.image_seed`)."""
+    folder = cfg.get("image_dir")
+    if folder in (None, ""):
+        return lambda src, key: src.benign_image(key)
+    from vlmsafety.attacks.pairing import folder_images, pick
+
+    files = folder_images(Path(os.path.expanduser(str(folder))))
+    seed = int(cfg.get("image_seed", 0))
+    return lambda src, key: ImageSpec("file", {"path": str(pick(files, seed, key))})
+
+
+def _with_image(
+    src: DataSource, r: HarmfulRequest, policy: str, benign: Callable[[DataSource, str], ImageSpec]
+) -> tuple[str, ImageSpec | None] | None:
+    """(prompt, image) of `r` under one policy; None = the policy leaves it out (a request about its own
+    image, `meta.about_image`, makes no sense without it)."""
     if policy == "none":
-        return r.prompt, None
+        return None if r.meta.get("about_image") else (r.prompt, None)
     if r.image is not None:
         return r.prompt, r.image
     if policy == "dataset":
@@ -190,14 +224,38 @@ def _with_image(src: DataSource, r: HarmfulRequest, policy: str) -> tuple[str, I
         )
     if policy == "figstep":
         return src.typography(r)
-    return r.prompt, src.benign_image(r.id)
+    return r.prompt, benign(src, r.id)
 
 
-def _normal_image(src: DataSource, ex: Example, policy: str) -> Example:
+def policies(value: Any, valid: Sequence[str], where: str) -> list[str]:
+    """One image policy or a list of them, each checked against `valid`."""
+    values = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+    names = [str(v) for v in values]
+    bad = [n for n in names if n not in valid]
+    if bad or not names or len(set(names)) != len(names):
+        raise VlmSafetyError(
+            f"{where}={value!r} is not valid; use one of {', '.join(valid)}, or a list of distinct ones such as [benign, figstep]"
+        )
+    return names
+
+
+def _variants(made: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """(policy, result) pairs without the Nones and without results an earlier policy already gave."""
+    out: list[tuple[str, Any]] = []
+    for policy, result in made:
+        if result is not None and all(result != seen for _, seen in out):
+            out.append((policy, result))
+    return out
+
+
+def _normal_image(src: DataSource, ex: Example, policy: str, benign: Callable[[DataSource, str], ImageSpec]) -> Example | None:
+    """`ex` under one normal-image policy; None = the policy leaves it out."""
     if policy == "none":
-        return replace(ex, image=None)
+        return None if ex.about_image else replace(ex, image=None)
     if policy == "benign" and ex.image is None:
-        return replace(ex, image=src.benign_image(ex.id))
+        return replace(ex, image=benign(src, ex.id))
+    if policy == "figstep":
+        return src.normal_typography(ex) if ex.image is None else None
     return ex
 
 

@@ -52,7 +52,7 @@ class Trainable:
         return sum(p.numel() for p in self.params)
 
     def current(self, batch: Batch) -> torch.Tensor:
-        return forward_logits(self.model, batch, self.adapter.device)
+        return forward_logits(self.model, batch, self.adapter.device, self.adapter)
 
     def reference(self) -> Callable[[Batch], torch.Tensor]:
         """batch → answer-position logits of the original model, without gradients."""
@@ -61,8 +61,13 @@ class Trainable:
             with torch.no_grad():
                 if self.mode == "lora":
                     with self.model.disable_adapter():
-                        return forward_logits(self.model, batch, self.adapter.device)
+                        return forward_logits(self.model, batch, self.adapter.device, self.adapter)
                 assert self.reference_model is not None
+                if batch.layers is not None:  # the family adapter feeds layers to ITS model, not to the copy
+                    raise VlmSafetyError(
+                        "a reference pass at sampled vision layers needs unlearn.train.mode=lora (full fine-tuning "
+                        "keeps a copy of the model that the family adapter cannot feed)"
+                    )
                 return forward_logits(self.reference_model, batch, self.adapter.device)
 
         return logits

@@ -2,7 +2,11 @@
 signals, and the cost of each recipe relative to `textual` (the paper's cost comparison).
 
 Written into the sweep folder as `unlearn_summary.csv` (one row per job × attack × layer × part) and
-`unlearn_cost.csv` (one row per job), and printed as three tables (safety, utility, cost). The
+`unlearn_cost.csv` (one row per job), and printed as three tables (safety, utility, cost). Jobs
+evaluated at several vision layers (`unlearn.eval.layers`) add `unlearn_asr_by_layer.png` (ASR per
+layer before and after, one panel per harmful attack set) and an across-layers table: each set's
+worst layer's ASR and the default layer's ASR and utility, before → after; the safety and utility
+tables then keep the default layer's rows once more than `MAX_LAYER_ROWS` layers were evaluated. The
 before / after numbers are recomputed from each job's stored generations (`results.job_results`), so
 they follow re-scoring.
 """
@@ -21,7 +25,9 @@ from vlmsafety.unlearn.results import job_results
 
 UNLEARN_CSV = "unlearn_summary.csv"
 COST_CSV = "unlearn_cost.csv"
+LAYER_PNG = "unlearn_asr_by_layer.png"
 BASELINE = "textual"  # costs are reported as multiples of this recipe's
+MAX_LAYER_ROWS = 4  # more evaluated layers than this: the per-layer tables show the default layer only
 
 
 def is_unlearn_job(job: Path) -> bool:
@@ -96,11 +102,10 @@ def results_tables(df: pd.DataFrame) -> list[Table]:
     ground-truth judge if the run has one, else the first judge, beside its non-degenerate ASR and the
     degenerate rate) and a utility table (benign prompts: refusals, accuracy, degenerate answers, and the
     held-out NLL). Collapse flags go in the captions, one line each."""
-    references = df["reference_judge"].dropna() if "reference_judge" in df else pd.Series(dtype=object)
-    judge = str(references.iloc[0]) if not references.empty else next(
-        (c[len("asr_"):-len("_after")] for c in df.columns if c.startswith("asr_") and c.endswith("_after")
-         and not c.startswith("asr_non_degenerate")), None)
-    refusal = "label_benign_refusal" if not references.empty and "label_benign_refusal_after" in df else f"benign_refusal_{judge}"
+    judge, refusal = _judge(df)
+    full = df
+    if df["layer"].nunique(dropna=True) > MAX_LAYER_ROWS and "default_layer" in df:
+        df = df[df["layer"] == df["default_layer"]]  # every layer: the across-layers table and the CSV
     layers = df["layer"].dropna().unique()
     scope = ""
     if len(layers) == 1:
@@ -128,11 +133,134 @@ def results_tables(df: pd.DataFrame) -> list[Table]:
         for _, r in benign.iterrows():
             utility.add_row(*keys(r), _arrow(r, refusal), _arrow(r, "accuracy"), _arrow(r, "degenerate_benign"))
         utility.caption = (
-            "benign prompts" + (f", labelled by {judge}" if not references.empty else "")
+            "benign prompts" + (f", labelled by {judge}" if refusal.startswith("label_") else "")
             + "; a lower ASR only counts as safety when utility holds (collapse checks: "
             "vlmsafety/unlearn/results.py)" + _nll_lines(df) + _collapse_lines(benign))
         tables.append(utility)
+    across = layer_table(full)
+    if across is not None:
+        tables.append(across)
     return tables
+
+
+def _judge(df: pd.DataFrame) -> tuple[str | None, str]:
+    """(the judge whose ASR the tables show: the ground truth if any, else the first; the benign-refusal column)."""
+    references = df["reference_judge"].dropna() if "reference_judge" in df else pd.Series(dtype=object)
+    judge = str(references.iloc[0]) if not references.empty else next(
+        (c[len("asr_"):-len("_after")] for c in df.columns if c.startswith("asr_") and c.endswith("_after")
+         and not c.startswith(("asr_non_degenerate", "asr_heldout", "asr_seen"))), None)
+    refusal = "label_benign_refusal" if not references.empty and "label_benign_refusal_after" in df else f"benign_refusal_{judge}"
+    return judge, refusal
+
+
+def layer_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Per recipe × attack × part × item group: the worst layer's ASR (and which layer) before and after,
+    the default layer's ASR, and for benign sets the default layer's accuracy and refusal. Groups: all
+    items, or where items were held out of training, `trained` and `held-out` apart."""
+    judge, refusal = _judge(df)
+    rows = []
+    for (recipe, attack, part), g in df.groupby(["unlearn", "attack", "part"], sort=False):
+        default = g[g["layer"] == g["default_layer"]]
+        d = default.iloc[0] if not default.empty else None
+        base = {"unlearn": recipe, "attack": attack, "part": part, "n_layers": g["layer"].nunique()}
+        if pd.to_numeric(g.get("n_harmful_before"), errors="coerce").fillna(0).max() > 0:
+            split = f"asr_heldout_{judge}_after" in g and g[f"asr_heldout_{judge}_after"].notna().any()
+            groups = (("trained", f"asr_seen_{judge}"), ("held-out", f"asr_heldout_{judge}")) if split else (("all", f"asr_{judge}"),)
+            for items, key in groups:
+                row = {**base, "items": items}
+                for phase in ("before", "after"):
+                    values = pd.to_numeric(g[f"{key}_{phase}"], errors="coerce") if f"{key}_{phase}" in g else pd.Series(dtype=float)
+                    worst = values.idxmax() if values.notna().any() else None
+                    row[f"worst_asr_{phase}"] = values[worst] if worst is not None else None
+                    row[f"worst_layer_{phase}"] = g.loc[worst, "layer"] if worst is not None else None
+                    row[f"default_asr_{phase}"] = d.get(f"{key}_{phase}") if d is not None else None
+                rows.append(row)
+        elif d is not None:
+            rows.append({**base, "items": "benign", **{f"{k}_{phase}": d.get(f"{c}_{phase}") for k, c in
+                         (("accuracy", "accuracy"), ("refusal", refusal)) for phase in ("before", "after")}})
+    return pd.DataFrame(rows)
+
+
+def layer_table(df: pd.DataFrame) -> Table | None:
+    """The across-layers table (80 columns): worst-layer ASR, default-layer ASR, default-layer utility and refusal."""
+    rows = layer_rows(df)
+    if rows.empty or rows["n_layers"].max() < 2:
+        return None
+    judge, _ = _judge(df)
+    prefix = _common_prefix(rows["attack"])
+    several_parts = rows.groupby("attack")["part"].nunique()
+    table = compact_table(f"Across {int(rows['n_layers'].max())} vision layers: before → after")
+    for col in ("recipe", "set", "worst-layer\nASR (layer)", "default: ASR\nor refused", "default:\nutility"):
+        table.add_column(col, justify="left" if col in ("recipe", "set") else "right", no_wrap=True)
+    for _, r in rows.iterrows():
+        label = str(r["attack"])[len(prefix):] + (f" {r['part']}" if several_parts[r["attack"]] > 1 else "")
+        label += {"held-out": " held-out", "trained": " trained"}.get(str(r["items"]), "")
+        if r["items"] == "benign":
+            table.add_row(str(r["unlearn"]), label, "", _arrow(r, "refusal"), _arrow(r, "accuracy"))
+            continue
+        worst = f"{fmt(r['worst_asr_before'])} {_layer(r['worst_layer_before'])}→{fmt(r['worst_asr_after'])} {_layer(r['worst_layer_after'])}"
+        table.add_row(str(r["unlearn"]), label, worst, _arrow(r, "default_asr"), "")
+    table.caption = (f"judged by {judge}; harmful sets: ASR at the worst layer (L) and at the trained default layer; "
+                     "benign sets: refusal rate (over-refusal) and accuracy at the default layer; held-out = "
+                     "pairs kept out of training")
+    return table
+
+
+def _layer(v: Any) -> str:
+    return "" if v is None or pd.isna(v) else f"L{int(v)}"
+
+
+def _common_prefix(names: pd.Series) -> str:
+    """The attack sets' shared `<name>_` prefix (e.g. `organism_`), left out of the table's set column."""
+    parts = [str(n).split("_", 1) for n in names]
+    first = {p[0] for p in parts}
+    return f"{first.pop()}_" if len(first) == 1 and all(len(p) == 2 for p in parts) else ""
+
+
+def layer_plot(df: pd.DataFrame) -> bytes | None:
+    """PNG: ASR per vision layer, before (dashed) and after (solid) per recipe, one panel per harmful
+    attack set and part; None when no job was evaluated at more than one layer."""
+    judge, _ = _judge(df)
+    col = f"asr_{judge}"
+    harmful = df[pd.to_numeric(df.get("n_harmful_before"), errors="coerce").fillna(0) > 0] if "n_harmful_before" in df else df.iloc[0:0]
+    if harmful.empty or harmful["layer"].nunique() < 2 or f"{col}_after" not in harmful:
+        return None
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(harmful.groupby(["attack", "part"], sort=True))
+    cols = min(3, len(panels))
+    nrows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), dpi=110, squeeze=False, sharey=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    recipes = list(dict.fromkeys(harmful["unlearn"]))
+    for ax, ((attack, part), g) in zip(axes.flat, panels, strict=False):
+        for k, recipe in enumerate(recipes):
+            r = g[g["unlearn"] == recipe].sort_values("layer")
+            if r.empty:
+                continue
+            color = colors[k % len(colors)]
+            ax.plot(r["layer"], r[f"{col}_before"], ls="--", lw=1, color=color, alpha=0.6)
+            ax.plot(r["layer"], r[f"{col}_after"], marker="o", ms=2.5, lw=1.4, color=color, label=f"{recipe} (after)")
+        default = g["default_layer"].dropna()
+        if not default.empty:
+            ax.axvline(float(default.iloc[0]), color="grey", lw=0.8, ls=":")
+        ax.set_title(f"{attack} · {part}", fontsize=9)
+        ax.set_xlabel("vision layer")
+        ax.set_ylim(-0.02, 1.02)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    axes[0][0].set_ylabel(f"ASR ({judge})")
+    axes[0][0].legend(fontsize=7, title="dashed: before; dotted: default layer", title_fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def _keys(df: pd.DataFrame, table: Table) -> Any:

@@ -23,6 +23,7 @@ import torch
 from vlmsafety.models.base import FamilyAdapter
 from vlmsafety.registry import Registry
 from vlmsafety.unlearn.batches import (
+    ImageEncoder,
     ImageLoader,
     Meter,
     answer_logprobs,
@@ -49,11 +50,13 @@ class LossContext:
 
     current / reference: batch → answer-position logits (`forward_logits`); the reference runs
     without gradients (LoRA: the same model with its adapters disabled; full fine-tuning: a copy).
+    encode: how images of examples with a `layer` are encoded (the worker's cache in a job; default
+    the adapter's `encode_images`).
     """
 
     def __init__(
         self, adapter: FamilyAdapter, current: Logits, reference: Logits | None, meter: Meter,
-        load_image: ImageLoader, forget_nll_cap: float = math.inf,
+        load_image: ImageLoader, forget_nll_cap: float = math.inf, encode: ImageEncoder | None = None,
     ):
         self.adapter = adapter
         self.current = current
@@ -61,11 +64,12 @@ class LossContext:
         self.meter = meter
         self.load_image = load_image
         self.forget_nll_cap = forget_nll_cap
+        self.encode = encode
 
     def _per_example(self, examples: list[Example], compute: Callable[[Any], torch.Tensor], grad: bool) -> torch.Tensor:
         """compute(batch) -> [batch size, ...] for each modality's batch, reassembled in `examples` order."""
         parts: list[tuple[list[int], torch.Tensor]] = []
-        for idx, batch in make_batches(self.adapter, examples, self.load_image):
+        for idx, batch in make_batches(self.adapter, examples, self.load_image, self.encode):
             self.meter.add(batch, grad)
             with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
                 parts.append((idx, compute(batch)))
@@ -128,12 +132,15 @@ class UnlearnMethod:
     """Base of every method: subclasses set `name` (by registering) and implement `loss`.
 
     `needs_reference` says whether the loss reads the frozen reference (KL, NPO), so that full
-    fine-tuning keeps a copy of the original model only when it must.
+    fine-tuning keeps a copy of the original model only when it must. `samples_layers`: the loop
+    gives every image example of a step a vision layer drawn from `unlearn.train.layers`
+    (`Example.layer`; a harmful request's forget and helpful examples share theirs).
     """
 
     name: ClassVar[str] = "method"
     needs_reference: ClassVar[bool] = False
     needs_images: ClassVar[bool] = False  # True: the recipe must attach images (unlearn.image != none)
+    samples_layers: ClassVar[bool] = False  # True: image examples come with sampled vision layers
 
     def loss(self, ctx: LossContext, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, float]]:
         """(scalar loss to minimise, the terms to log as floats; always including `forget_nll`)."""
@@ -142,6 +149,8 @@ class UnlearnMethod:
 
 def _load_builtins() -> None:
     from vlmsafety.unlearn.methods import (  # noqa: F401  (register the shipped methods)
+        layerwise_dpo,
+        layerwise_sft,
         multimodal,
         textual,
         textual_ga,
