@@ -59,5 +59,5 @@ def test_fast_help_prints_hydras_own_help_text(capsys):
     hydras = capsys.readouterr().out
     ours = app_help(argv, REPO / "conf")
     assert ours is not None and ours + "\n" == hydras
-    assert "unlearn/data: builtin, organism, pku_saferlhf, vlguard" in ours and "name: tiny_llava" in ours
+    assert "unlearn/data: builtin, organism, organism_vision, pku_saferlhf, vlguard" in ours and "name: tiny_llava" in ours
     assert app_help(["--hydra-help"], REPO / "conf") is None and app_help(["-m", "--help"], REPO / "conf") is None
