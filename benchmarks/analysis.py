@@ -51,8 +51,9 @@ def analysis(r: Results) -> str:
         f"**Overhead share ({100 * share:.0f} % at best; target ≤ {100 * OVERHEAD_TARGET:.0f} %: "
         f"{'met' if share <= OVERHEAD_TARGET else 'missed'}).** Most of the non-decoding time is the one-time "
         f"start-up ({r.import_s:.1f} s of {lean.wall_s:.1f} s). Each Hydra job of `-m layer=...` costs about "
-        f"{hydra_per_job:.2f} s outside the job itself (Hydra composes every job's config, once with the project's "
-        "launcher, and each job reconfigures logging and writes its `.hydra/` snapshot); `layers=[...]` runs every layer in one "
+        f"{hydra_per_job:.2f} s outside the job itself (Hydra's sweeper composes every job's config once, to validate "
+        "the batch, and the project's launcher runs those configs; each job reconfigures logging and writes its "
+        "`.hydra/` snapshot); `layers=[...]` runs every layer in one "
         "Hydra job and avoids that. Image rendering and encoding happen once per image for the whole sweep (worker cache), "
         "and judging with the keyword judge and the profanity scorer costs little."
     )
@@ -90,6 +91,13 @@ def analysis(r: Results) -> str:
         f"{r.teardown_s:.1f} s (measured in this run) tearing down their modules at exit. `python run.py` now ends "
         "through `vlmsafety.cli.fast_exit` (atexit handlers run, logs and output flushed, then `os._exit`), which "
         "shortens every run, naive or not, by that much."
+    )
+    parts.append(
+        "Profiling the `-m layer=...` sweep (py-spy) also found every job's config composed twice (about 0.1 s a "
+        "job here): once by Hydra's sweeper to validate the batch, then again by the launcher. The launcher now "
+        "runs the configs the validation composed (same call, same arguments, made once). And writing a record "
+        "deep-copied it first (`dataclasses.asdict`, twice per record: appended while decoding, rewritten with "
+        "its verdicts); records are now written from their fields, the same text."
     )
     speedup = r.speedup(16)
     parts.append(

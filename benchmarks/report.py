@@ -204,8 +204,8 @@ batch-mates.
 Which layers share: the **plan**, i.e. the jobs of this process that differ only in `layer`
 (`vlmsafety/layer_batching.py`). `layers=[...]` plans its own layers; `python run.py -m layer=...` is
 planned by the project's launcher (`hydra/launcher=vlmsafety`, the default: Hydra's basic launcher that
-composes each job's config once, hands the list to the plan, then runs every job through Hydra's own
-`run_job`). The first job of a group decodes each of its image batches for every layer whose job is not
+takes each job's config as Hydra's sweeper composed it to validate the batch, hands the list to the plan,
+then runs every job through Hydra's own `run_job`). The first job of a group decodes each of its image batches for every layer whose job is not
 complete yet, appends its own rows to its `generations.jsonl` as before, and leaves the other layers'
 answers with the worker; each later job takes its answers from there. Every job still writes its own
 folder, key, `metrics.json` (`shared_layer_records`, `tokens_for_other_layers`) and summary row; a kill

@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +48,21 @@ class GenerationRecord:
     toxicity: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
+        # the fields as they are, not `asdict(self)`: asdict deep-copies every nested dict first, the
+        # largest cost of writing a sweep's records; json.dumps walks them the same way, so the text is
+        # the same (a nested dataclass, if one ever appears, is still written as asdict writes it)
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return json.dumps(fields, ensure_ascii=False, default=_dataclass_as_dict)
 
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> GenerationRecord:
         return cls(**{k: row[k] for k in cls.__dataclass_fields__ if k in row})
+
+
+def _dataclass_as_dict(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

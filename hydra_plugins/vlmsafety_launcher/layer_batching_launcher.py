@@ -2,10 +2,15 @@
 
 Jobs run exactly as with Hydra's basic launcher: one after another in this process, each through
 Hydra's own `run_job` (its folder, `.hydra/` snapshot, log file, callbacks and return value). Before
-the first job starts, the launcher composes every job's config once (the basic launcher composes each
-when it starts it; here the composed config is kept and run) and hands the list of (config, folder) to
+the first job starts, the launcher takes every job's config as composed once (the basic launcher composes
+each when it starts it; here the composed config is kept and run) and hands the list of (config, folder) to
 `vlmsafety.layer_batching`, so that the eval jobs that differ only in `layer` decode their image batches
 together (docs/PERFORMANCE.md). A job still keys, resumes, fails and is summarised on its own.
+
+Composed once: Hydra's sweeper composes every job's config to validate the batch, then discards it, and a
+launcher composes it again (about 0.1 s a job here). The launcher hands the sweeper a config loader that
+keeps what validation composed until the launcher takes it (`_KeepComposed`): the same call with the same
+arguments, made once instead of twice.
 
 Hydra finds launchers only in the `hydra_plugins` namespace package and imports every module in it at
 start-up, whatever the command: this module imports nothing heavy. (No `from __future__ import
@@ -20,11 +25,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict, read_write
 
 log = logging.getLogger(__name__)
@@ -38,7 +45,37 @@ class LayerBatchingLauncherConf:
 ConfigStore.instance().store(group="hydra/launcher", name="vlmsafety", node=LayerBatchingLauncherConf, provider="vlmsafety")
 
 
+class _KeepComposed:
+    """Hydra's config loader, keeping each config `load_sweep_config` composed until `take` claims it.
+
+    Everything else is the wrapped loader's. A kept config was composed from the same master config
+    object and overrides and never handed out (validation discards its result), so taking it is the
+    same as composing it again."""
+
+    def __init__(self, loader: Any):
+        self._loader = loader
+        self._kept: dict[tuple[int, tuple[str, ...]], DictConfig] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+    def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        config = self._loader.load_sweep_config(master_config, sweep_overrides)
+        self._kept[(id(master_config), tuple(sweep_overrides))] = config
+        return copy.deepcopy(config)  # the caller may change its copy; the kept one stays as composed
+
+    def take(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        kept = self._kept.pop((id(master_config), tuple(sweep_overrides)), None)
+        return kept if kept is not None else self._loader.load_sweep_config(master_config, sweep_overrides)
+
+
 class LayerBatchingLauncher(BasicLauncher):
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        # the sweeper holds this same context: its validation composes through `_KeepComposed`
+        if not isinstance(hydra_context.config_loader, _KeepComposed):
+            hydra_context.config_loader = _KeepComposed(hydra_context.config_loader)
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from vlmsafety import layer_batching
 
@@ -49,7 +86,7 @@ class LayerBatchingLauncher(BasicLauncher):
         log.info(f"Launching {len(job_overrides)} jobs locally")
         composed = []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            sweep_config = self._compose(list(overrides))
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = idx
                 sweep_config.hydra.job.num = idx
@@ -64,6 +101,13 @@ class LayerBatchingLauncher(BasicLauncher):
                 ))
                 configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return runs
+
+    def _compose(self, overrides: list[str]) -> DictConfig:
+        assert self.hydra_context is not None and self.config is not None
+        loader = self.hydra_context.config_loader
+        if isinstance(loader, _KeepComposed):
+            return loader.take(self.config, overrides)
+        return loader.load_sweep_config(self.config, overrides)
 
 
 def _job_plan(configs: list[DictConfig]) -> list[tuple[DictConfig, Path]]:
