@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 from PIL import Image
 from transformers import AutoProcessor
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.models.facts import Architecture
@@ -249,6 +250,12 @@ class FamilyAdapter(ABC):
         `encode_images` entry, or None for a text-only prompt; layer: absolute depth in 0..N, one
         for every row or one per row (rows of different layers share a batch: DESIGN.md §4).
         """
+
+    def _encoder_outputs(self, entries: Sequence[Any], layers: Sequence[int]) -> dict[str, BaseModelOutputWithPooling]:
+        """transformers' `mm_encoder_outputs` (the families that take precomputed image features):
+        image i as layer `layers[i]`'s projected (LLaVA) or merged (Qwen) features."""
+        feats = [self.image_features(e, layer) for e, layer in zip(entries, layers, strict=True)]
+        return {"image": BaseModelOutputWithPooling(pooler_output=feats)}
 
     # --- one forward pass, no generation (task=probe) ---------------------------------------------
     def lm_inputs(

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 from PIL import Image
 from transformers import LlavaForConditionalGeneration
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.models.base import FamilyAdapter, Generation, GenerationSettings, register_family
@@ -119,11 +118,6 @@ class LlavaAdapter(FamilyAdapter):
         if entries:
             kwargs["mm_encoder_outputs"] = self._encoder_outputs(entries, [layer] * len(entries))
         yield kwargs
-
-    def _encoder_outputs(self, entries: Sequence[Any], layers: Sequence[int]) -> dict[str, BaseModelOutputWithPooling]:
-        """transformers' `mm_encoder_outputs`: image i as layer `layers[i]`'s projected features."""
-        feats = [self.image_features(e, layer) for e, layer in zip(entries, layers, strict=True)]
-        return {"image": BaseModelOutputWithPooling(pooler_output=feats)}
 
     @contextmanager
     def layer_inputs(

@@ -25,7 +25,6 @@ from transformers import (
     Qwen2VLForConditionalGeneration,
     Qwen2VLProcessor,
 )
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.vision_utils import get_vision_window_index
 
 from vlmsafety.models.base import FamilyAdapter, Generation, GenerationSettings, register_family
@@ -189,11 +188,6 @@ class Qwen2VLAdapter(FamilyAdapter):
             kwargs["image_grid_thw"] = inputs["image_grid_thw"].to(self.device)
             kwargs["mm_encoder_outputs"] = self._encoder_outputs(entries, [layer] * len(entries))
         yield kwargs
-
-    def _encoder_outputs(self, entries: Sequence[QwenEntry], layers: Sequence[int]) -> dict[str, BaseModelOutputWithPooling]:
-        """transformers' `mm_encoder_outputs`: image i as layer `layers[i]`'s merged features."""
-        feats = [self.image_features(e, layer) for e, layer in zip(entries, layers, strict=True)]
-        return {"image": BaseModelOutputWithPooling(pooler_output=feats)}
 
     @contextmanager
     def layer_inputs(
