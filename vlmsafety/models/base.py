@@ -257,6 +257,20 @@ class FamilyAdapter(ABC):
         feats = [self.image_features(e, layer) for e, layer in zip(entries, layers, strict=True)]
         return {"image": BaseModelOutputWithPooling(pooler_output=feats)}
 
+    def _precomputed_lm_inputs(
+        self, prompts: Sequence[str], images: Sequence[Image.Image | None], encoded: Sequence[Any | None], layer: int,
+        keys: Sequence[str], image_keys: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """`lm_inputs` of the families fed through `mm_encoder_outputs`: the processor's `keys` (plus
+        `image_keys` when the batch has an image) on the device, and layer `layer`'s features."""
+        inputs = self.model_inputs(prompts, images)
+        kwargs: dict[str, Any] = {key: inputs[key].to(self.device) for key in keys}
+        entries = [e for e in encoded if e is not None]
+        if entries:
+            kwargs.update({key: inputs[key].to(self.device) for key in image_keys})
+            kwargs["mm_encoder_outputs"] = self._encoder_outputs(entries, [layer] * len(entries))
+        return kwargs
+
     # --- one forward pass, no generation (task=probe) ---------------------------------------------
     def lm_inputs(
         self, prompts: Sequence[str], images: Sequence[Image.Image | None], encoded: Sequence[Any | None], layer: int

@@ -112,12 +112,7 @@ class LlavaAdapter(FamilyAdapter):
     def lm_inputs(
         self, prompts: Sequence[str], images: Sequence[Image.Image | None], encoded: Sequence[Any | None], layer: int
     ) -> Iterator[dict[str, Any]]:
-        inputs = self.model_inputs(prompts, images)
-        kwargs: dict[str, Any] = {k: inputs[k].to(self.device) for k in ("input_ids", "attention_mask")}
-        entries = [e for e in encoded if e is not None]
-        if entries:
-            kwargs["mm_encoder_outputs"] = self._encoder_outputs(entries, [layer] * len(entries))
-        yield kwargs
+        yield self._precomputed_lm_inputs(prompts, images, encoded, layer, ("input_ids", "attention_mask"))
 
     @contextmanager
     def layer_inputs(

@@ -179,15 +179,10 @@ class Qwen2VLAdapter(FamilyAdapter):
     def lm_inputs(
         self, prompts: Sequence[str], images: Sequence[Image.Image | None], encoded: Sequence[Any | None], layer: int
     ) -> Iterator[dict[str, Any]]:
-        inputs = self.model_inputs(prompts, images)
-        kwargs: dict[str, Any] = {
-            key: inputs[key].to(self.device) for key in ("input_ids", "attention_mask", "mm_token_type_ids")
-        }
-        entries = [e for e in encoded if e is not None]
-        if entries:  # the merged features and the grids the 3-D (mrope) positions are computed from
-            kwargs["image_grid_thw"] = inputs["image_grid_thw"].to(self.device)
-            kwargs["mm_encoder_outputs"] = self._encoder_outputs(entries, [layer] * len(entries))
-        yield kwargs
+        # with an image: the merged features and the grids the 3-D (mrope) positions are computed from
+        yield self._precomputed_lm_inputs(
+            prompts, images, encoded, layer, ("input_ids", "attention_mask", "mm_token_type_ids"), ("image_grid_thw",)
+        )
 
     @contextmanager
     def layer_inputs(
