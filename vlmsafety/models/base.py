@@ -6,6 +6,7 @@ itself with `@register_family`. Adding a family = one module + one YAML (DESIGN.
 
 from __future__ import annotations
 
+import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -15,13 +16,15 @@ from typing import Any, ClassVar
 
 import torch
 from PIL import Image
-from transformers import AutoProcessor
+from transformers import AutoProcessor, BatchFeature
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.models.facts import Architecture
 from vlmsafety.models.residual import PromptStates, last_token_states
 from vlmsafety.registry import Registry
+
+log = logging.getLogger(__name__)
 
 # The date the Llama 3.x chat templates print as "Today Date: " (`date_string`) when the config sets
 # none. Unpinned, those templates write strftime_now("%d %b %Y"), so the same config would render
@@ -61,6 +64,9 @@ class FamilyAdapter(ABC):
     # where the language model sits (unlearning adapts modules under it only) and the projector's modules
     language_model_prefix: ClassVar[str] = "model.language_model"
     projector_modules: ClassVar[tuple[str, ...]] = ("model.multi_modal_projector",)
+    # greedy answers come from `decoding.greedy_decode` (finished rows leave the batch; same tokens as
+    # transformers' generate, tests/test_decoding.py) where the family's generate supports it
+    row_dropping: ClassVar[bool] = False
 
     def __init__(self, model: Any, processor: Any, name: str = "model"):
         self.model = model
@@ -189,7 +195,35 @@ class FamilyAdapter(ABC):
         return [tokenizer.convert_ids_to_tokens(i) for i in ids]
 
     def model_inputs(self, prompts: Sequence[str], images: Sequence[Image.Image | None]) -> Any:
-        """Processor outputs for rendered prompts with their images (None = text only), left-padded, as `model(...)` takes them."""
+        """Processor outputs for rendered prompts with their images (None = text only), left-padded, as `model(...)` takes them.
+
+        The processor treats rows apart (padding them to the longest), so a batch made of k copies of the
+        same rows (a cross-layer batch) gets one copy's outputs repeated k times, and the last few batches
+        are remembered: the image processing of a batch runs once, not once per layer. A fresh mapping is
+        returned every time (callers may move or replace its tensors)."""
+        n = _period(prompts, images)
+        batch = self._processed(prompts[:n], images[:n])
+        copies = len(prompts) // n if n else 1
+        if copies > 1 and not all(torch.is_tensor(v) and v.dim() > 0 for v in batch.values()):
+            batch, copies = self._processed(prompts, images), 1  # a value the rows cannot be read off
+        return BatchFeature({
+            key: value.repeat(copies, *[1] * (value.dim() - 1)) if copies > 1 else value for key, value in batch.items()
+        })
+
+    def _processed(self, prompts: Sequence[str], images: Sequence[Image.Image | None]) -> Any:
+        memo = self.__dict__.setdefault("_inputs_memo", [])
+        for kept_prompts, kept_images, batch in memo:
+            if kept_prompts == list(prompts) and len(kept_images) == len(images) and all(
+                a is b for a, b in zip(kept_images, images, strict=True)
+            ):
+                return batch
+        batch = self.process(prompts, images)
+        memo.insert(0, (list(prompts), list(images), batch))  # the images are kept: their identities stay valid
+        del memo[_INPUTS_MEMO_SIZE:]
+        return batch
+
+    def process(self, prompts: Sequence[str], images: Sequence[Image.Image | None]) -> Any:
+        """The processor call behind `model_inputs` (a family whose processor pairs images otherwise overrides it)."""
         present = [img for img in images if img is not None]
         return self.processor(
             text=list(prompts), images=present or None, padding=True, return_tensors="pt",
@@ -347,6 +381,20 @@ class FamilyAdapter(ABC):
             out.append(Generation(text=text, n_new_tokens=n))
         return out
 
+    def drops_finished_rows(self, settings: GenerationSettings) -> bool:
+        """Whether `generate` decodes with `decoding.greedy_decode` (finished rows leave the batch) rather than
+        transformers' `generate`: greedy settings, a family that feeds the prompt's extras in the first step
+        only (`row_dropping`), and a generation config that adds nothing to a greedy step."""
+        if settings.do_sample or not self.row_dropping:
+            return False
+        if not hasattr(self, "_row_dropping_blocked"):
+            from vlmsafety.models.decoding import unsupported_reason
+
+            self._row_dropping_blocked = unsupported_reason(self.model)
+            if self._row_dropping_blocked:
+                log.info("%s decodes with transformers' generate: %s", self.name, self._row_dropping_blocked)
+        return self._row_dropping_blocked is None
+
     def _generate_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
         kw: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample}
         if settings.do_sample:
@@ -354,6 +402,20 @@ class FamilyAdapter(ABC):
         else:
             kw.update(temperature=None, top_p=None, top_k=None)
         return kw
+
+
+_INPUTS_MEMO_SIZE = 2  # processor batches remembered per adapter (one batch is decoded at every layer in a row)
+
+
+def _period(prompts: Sequence[str], images: Sequence[Any]) -> int:
+    """The fewest leading rows of which the batch is whole copies (`len(prompts)` when it repeats nothing)."""
+    total = len(prompts)
+    for n in range(1, total):
+        if total % n == 0 and all(
+            prompts[i] == prompts[i % n] and images[i] is images[i % n] for i in range(n, total)
+        ):
+            return n
+    return total
 
 
 def _load_builtins() -> None:

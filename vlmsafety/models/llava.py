@@ -19,6 +19,7 @@ from transformers import LlavaForConditionalGeneration
 
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.models.base import FamilyAdapter, Generation, GenerationSettings, register_family
+from vlmsafety.models.decoding import greedy_decode
 from vlmsafety.models.facts import Architecture, lm_summary, vision_default
 
 
@@ -26,6 +27,7 @@ from vlmsafety.models.facts import Architecture, lm_summary, vision_default
 class LlavaAdapter(FamilyAdapter):
     family = "llava"
     model_class = LlavaForConditionalGeneration
+    row_dropping = True  # the image features enter in the prefill step only (mm_encoder_outputs)
 
     def __init__(self, model: Any, processor: Any, name: str = "model"):
         super().__init__(model, processor, name)
@@ -100,13 +102,14 @@ class LlavaAdapter(FamilyAdapter):
         pairs = [(e, r) for e, r in zip(encoded, layers, strict=True) if e is not None]
         if pairs:
             kwargs["mm_encoder_outputs"] = self._encoder_outputs([e for e, _ in pairs], [r for _, r in pairs])
+        input_ids, attention_mask = inputs["input_ids"].to(self.device), inputs["attention_mask"].to(self.device)
+        if self.drops_finished_rows(settings):
+            new = greedy_decode(self.model, input_ids, attention_mask, settings.max_new_tokens, prefill=kwargs)
+            return self._decode(new, 0)
         sequences = self.model.generate(
-            input_ids=inputs["input_ids"].to(self.device),
-            attention_mask=inputs["attention_mask"].to(self.device),
-            **kwargs,
-            **self._generate_kwargs(settings),
+            input_ids=input_ids, attention_mask=attention_mask, **kwargs, **self._generate_kwargs(settings)
         )
-        return self._decode(sequences, inputs["input_ids"].shape[1])
+        return self._decode(sequences, input_ids.shape[1])
 
     @contextmanager
     def lm_inputs(

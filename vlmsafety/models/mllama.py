@@ -198,7 +198,7 @@ class MllamaAdapter(FamilyAdapter):
         hidden_size = self.model.config.text_config.hidden_size
         return self._projector(out).reshape(-1, out.shape[-2], hidden_size)
 
-    def model_inputs(self, prompts: Sequence[str], images: Sequence[Image.Image | None]) -> Any:
+    def process(self, prompts: Sequence[str], images: Sequence[Image.Image | None]) -> Any:
         """Processor outputs, one image list per prompt (Mllama's processor pairs images with prompts by nesting)."""
         has_image = any(img is not None for img in images)
         return self.processor(
