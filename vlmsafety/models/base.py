@@ -149,9 +149,17 @@ class FamilyAdapter(ABC):
                 f"{self.name}: the processor has no chat template; set one in the checkpoint's "
                 "chat_template.jinja (or processor_config.json)"
             )
-        return self.processor.apply_chat_template(
-            [{"role": "user", "content": content}], add_generation_prompt=True, **self.template_vars()
-        )
+        variables = self.template_vars()
+        # every job of a sweep renders the same prompts: remembered per template, text and variables
+        key = (template if isinstance(template, str) else repr(template), text, has_image, tuple(sorted(variables.items())))
+        memo = self.__dict__.setdefault("_rendered", {})
+        if key not in memo:
+            if len(memo) >= _RENDER_MEMO_SIZE:
+                memo.clear()
+            memo[key] = self.processor.apply_chat_template(
+                [{"role": "user", "content": content}], add_generation_prompt=True, **variables
+            )
+        return memo[key]
 
     def template_vars(self) -> dict[str, str]:
         """Extra variables for the chat template: `date_string` (the pinned `chat_date`) where the template reads it.
@@ -404,6 +412,7 @@ class FamilyAdapter(ABC):
         return kw
 
 
+_RENDER_MEMO_SIZE = 100_000  # rendered prompts remembered per adapter (cleared when full)
 _INPUTS_MEMO_SIZE = 2  # processor batches remembered per adapter (one batch is decoded at every layer in a row)
 
 
