@@ -218,8 +218,21 @@ head size × dtype bytes per token of the padded prompt and the new tokens; Mlla
 cross-attention states) under `layer_batching.memory_gb`, by default half the GPU memory free after the
 model loaded (2 GiB on a CPU), and the rows under `layer_batching.max_rows`, by default no cap on CUDA
 and 64 on a CPU. On a GPU decoding is memory-bound, so the wider call is close to free; on this CPU a
-step's arithmetic grows with its rows and a shared call runs until its longest row ends, so wider calls
-did not pay (measured: see below), hence the CPU cap."""
+step's arithmetic grows with its rows, so wider calls did not pay (25 layers × 64 organism prompts in
+one call took as long as 25 calls of 64, finished rows dropped in both), hence the CPU cap.
+
+**Dropping finished rows.** transformers' `generate` keeps a row that has said its end-of-sequence token
+in every step until the longest row of its batch ends. The LLaVA family (the organism, LLaVA-1.5,
+LLaVA-NeXT) decodes greedy answers with `vlmsafety/models/decoding.py` instead: transformers' own
+forward passes and input preparation (position ids from the attention mask, a `DynamicCache`,
+`logits_to_keep=1`, the image features in the first step only), the argmax of each step's float32
+logits, and a row leaves the batch, its KV cache rows with it, once it has ended. The tests compare the
+tokens with `generate`'s on the organism's attack prompts at several layers and in shared batches
+(tests/test_decoding.py). A checkpoint whose generation config changes greedy steps (a repetition
+penalty, a minimum length, suppressed tokens) keeps `generate`, and so does sampling. **Processing a
+batch once.** A shared call repeats a batch once per layer; its processor outputs (tokenizing, image
+preprocessing) are computed for one copy and repeated, and the adapter remembers the last batches, so
+the per-layer calls of one batch process it once (`FamilyAdapter.model_inputs`)."""
 
 
 def layer_batching_section(r: Results) -> str:

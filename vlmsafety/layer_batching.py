@@ -125,8 +125,9 @@ def pending_peers(cfg: DictConfig) -> list[PlannedJob]:
 def chunks(layers: Sequence[int], first: int, size: int) -> list[list[int]]:
     """`layers` in consecutive chunks of at most `size`, the chunk holding `first` first.
 
-    Neighbouring layers tend to answer at similar lengths, and a shared batch runs until its longest
-    row ends, so chunks keep layers in order rather than mixing distant ones."""
+    Neighbouring layers tend to answer at similar lengths, and with transformers' `generate` (the families
+    that do not drop finished rows) a shared batch runs until its longest row ends, so chunks keep layers
+    in order rather than mixing distant ones."""
     size = max(1, size)
     out = [list(layers[k : k + size]) for k in range(0, len(layers), size)]
     out.sort(key=lambda c: first not in c)

@@ -8,7 +8,7 @@ tokens (`FamilyAdapter.row_memory_bytes`). The number of layers is the largest t
   model loaded (CUDA), else 2 GiB (CPU); and
 - its rows under `layer_batching.max_rows`, else no cap on CUDA (decoding a 7B model is memory-bound:
   a step costs about the same at batch 8 and 256), else 64 on a CPU, where a decoding step's arithmetic
-  grows with the rows and a shared batch runs until its longest row ends (docs/PERFORMANCE.md).
+  grows with the rows, so wider calls did not pay there, with finished rows dropped or not (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
 `layer` L indexes the vision tower's `hidden_states` tuple (0 = embeddings after `pre_layrnorm`,
 L = output of block L); the trained default is `vision_feature_layer` (-2 → N-1 = 23 for
 LLaVA-1.5). The projector, the feature-select strategy and the LLM are left unchanged; the
-projected features reach `generate` through transformers' `mm_encoder_outputs`, so prompt
-handling and decoding are transformers' own.
+projected features reach the LLM through transformers' `mm_encoder_outputs`, so prompt handling
+and every forward pass are transformers' own. Greedy answers are decoded by `decoding.greedy_decode`
+(transformers' steps, a finished row leaving the batch; the same tokens as `generate`:
+tests/test_decoding.py); sampling uses `generate`.
 """
 
 from __future__ import annotations
