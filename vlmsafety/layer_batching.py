@@ -66,6 +66,7 @@ class Settings:
 
 
 _PLANS: dict[str, list[PlannedJob]] = {}
+_SEEN_COMPLETE: set[PlannedJob] = set()  # planned jobs found complete (a complete job stays complete)
 
 
 def group_key(cfg: DictConfig) -> str:
@@ -105,6 +106,7 @@ def planned(jobs: Iterable[tuple[DictConfig, Path]]) -> Iterator[None]:
             jobs_of = _PLANS.get(group, [])
             if job in jobs_of:
                 jobs_of.remove(job)
+            _SEEN_COMPLETE.discard(job)
             if not jobs_of:
                 _PLANS.pop(group, None)
 
@@ -119,7 +121,15 @@ def pending_peers(cfg: DictConfig) -> list[PlannedJob]:
         group = group_key(cfg)
     except Exception:  # noqa: BLE001
         return []
-    return [job for job in _PLANS.get(group, []) if completed(job.out_dir, job.key) is None]
+    pending = []
+    for job in _PLANS.get(group, []):
+        if job in _SEEN_COMPLETE:
+            continue
+        if completed(job.out_dir, job.key) is not None:  # complete under its key: it stays so (records are kept)
+            _SEEN_COMPLETE.add(job)
+            continue
+        pending.append(job)
+    return pending
 
 
 def chunks(layers: Sequence[int], first: int, size: int) -> list[list[int]]:
