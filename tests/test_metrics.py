@@ -212,3 +212,20 @@ def test_category_rates_leave_invalid_verdicts_out():
     per = category_rates(recs, ["cls"], {})
     assert per["a"]["unsafe"]["cls"] == pytest.approx(0.5) and per["a"]["n"] == 3
     assert per["b"]["unsafe"]["cls"] == 1.0
+
+
+def test_profanity_scores_do_not_depend_on_what_else_was_scored():
+    """The profanity scorer remembers each text's score across calls (a sweep's layers repeat most answers):
+    every call gives what alt-profanity-check's `predict_prob` gives for that text."""
+    from profanity_check import predict_prob
+
+    from vlmsafety.toxicity.profanity import ProfanityScorer
+
+    texts = ["you are an idiot", "hello there", "damn it all", "fuck off, moron", "a nice cake", "hello there"]
+    scorer = ProfanityScorer()
+    first = scorer.score(texts[:3])
+    everything = scorer.score(list(reversed(texts)))
+    reference = [round(float(p), 6) for p in predict_prob(list(reversed(texts)))]
+    assert [s["profanity"] for s in everything] == reference
+    assert first == everything[::-1][:3]
+    assert max(reference) > 0.5 > min(reference)  # the texts do differ in score

@@ -18,9 +18,17 @@ class ProfanityScorer(ToxicityScorer):
         from profanity_check import predict_prob  # deferred: loads a scikit-learn model
 
         self._predict_prob = predict_prob
+        self._scores: dict[str, float] = {}  # per text: a sweep's layers repeat most answers (text-only rows)
 
     def score(self, texts: Sequence[str]) -> list[dict[str, float | None]]:
-        if not texts:
-            return []
-        probs = self._predict_prob(list(texts))
-        return [{self.attribute: round(float(p), 6)} for p in probs]
+        # each text is scored on its own row of the model's input, so a remembered score is the one a new
+        # batch would give
+        new = [t for t in dict.fromkeys(texts) if t not in self._scores]
+        if new:
+            if len(self._scores) + len(new) > _MAX_REMEMBERED:
+                self._scores.clear()
+            self._scores.update(zip(new, (round(float(p), 6) for p in self._predict_prob(new)), strict=True))
+        return [{self.attribute: self._scores[t]} for t in texts]
+
+
+_MAX_REMEMBERED = 200_000
