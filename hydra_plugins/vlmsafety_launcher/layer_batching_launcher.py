@@ -34,6 +34,8 @@ from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict, read_write
 
+from hydra_plugins.vlmsafety_launcher.shared_parses import share_parses
+
 log = logging.getLogger(__name__)
 
 
@@ -73,6 +75,7 @@ class LayerBatchingLauncher(BasicLauncher):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         # the sweeper holds this same context: its validation composes through `_KeepComposed`
         if not isinstance(hydra_context.config_loader, _KeepComposed):
+            share_parses(hydra_context.config_loader)
             hydra_context.config_loader = _KeepComposed(hydra_context.config_loader)
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
