@@ -10,8 +10,9 @@ Copies, because Hydra changes what it loads: `_compose_config_from_defaults_list
 into the job's config with `no_deepcopy_set_nodes`, so the job's config takes the loaded nodes themselves
 and the command-line overrides then change them in place; `_load_single_config` replaces
 `ConfigResult.config` (and pops the primary config's `hydra` node when a ConfigStore schema of the same
-name matches). Hydra's own `ConfigStore.load` hands out a deep copy for the same reason. A deep copy of a
-loaded config costs about a tenth of parsing it again.
+name matches). Hydra's own `ConfigStore.load` hands out a deep copy for the same reason. Deep-copying a
+YAML file's loaded config took a seventh to a tenth of the time loading it again took (measured here on
+conf/config.yaml and the default groups' files).
 
 Lifetime: the cache belongs to one config loader, which Hydra creates per command, so a file edited on disk
 is read again by the next `python run.py`. Results are keyed by the search path's sources as well as the
