@@ -205,7 +205,11 @@ Which layers share: the **plan**, i.e. the jobs of this process that differ only
 (`vlmsafety/layer_batching.py`). `layers=[...]` plans its own layers; `python run.py -m layer=...` is
 planned by the project's launcher (`hydra/launcher=vlmsafety`, the default: Hydra's basic launcher that
 takes each job's config as Hydra's sweeper composed it to validate the batch, hands the list to the plan,
-then runs every job through Hydra's own `run_job`). The first job of a group decodes each of its image batches for every layer whose job is not
+then runs every job through Hydra's own `run_job`). Hydra composes every job's config from scratch; the
+launcher lets the compositions of one command share the parsed config files, each composition getting a
+copy of them (`hydra_plugins/vlmsafety_launcher/shared_parses.py`; tests compare every job's config with
+Hydra's own): composing a 25-layer sweep's configs took 2.3 s before, 1.6 s after (measured once, when
+it was added, not by `make bench`). The first job of a group decodes each of its image batches for every layer whose job is not
 complete yet, appends its own rows to its `generations.jsonl` as before, and leaves the other layers'
 answers with the worker; each later job takes its answers from there. Every job still writes its own
 folder, key, `metrics.json` (`shared_layer_records`, `tokens_for_other_layers`) and summary row; a kill

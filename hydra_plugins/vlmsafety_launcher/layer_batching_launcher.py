@@ -12,6 +12,13 @@ launcher composes it again (about 0.1 s a job here). The launcher hands the swee
 keeps what validation composed until the launcher takes it (`_KeepComposed`): the same call with the same
 arguments, made once instead of twice.
 
+Parsed once: Hydra composes each job from scratch, reading and parsing every config file again (its
+`CachingConfigRepository` lives for one composition). The launcher gives the loader's repository a cache
+that lasts the command (`shared_parses.SharedParses`): each composition gets a deep copy of a file's
+parsed config, because Hydra merges those nodes into the job's config and overrides them in place.
+Composing a 25-layer sweep went from about 0.09 s to 0.06 s a job here; every job's config, `hydra` node
+included, is the same YAML as Hydra alone composes (tests/test_launcher_compose.py).
+
 Hydra finds launchers only in the `hydra_plugins` namespace package and imports every module in it at
 start-up, whatever the command: this module imports nothing heavy. (No `from __future__ import
 annotations`: Hydra scans it before registering it in sys.modules, and dataclasses then cannot resolve
@@ -33,6 +40,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict, read_write
+
+from hydra_plugins.vlmsafety_launcher.shared_parses import share_parses
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +82,7 @@ class LayerBatchingLauncher(BasicLauncher):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         # the sweeper holds this same context: its validation composes through `_KeepComposed`
         if not isinstance(hydra_context.config_loader, _KeepComposed):
+            share_parses(hydra_context.config_loader)
             hydra_context.config_loader = _KeepComposed(hydra_context.config_loader)
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
