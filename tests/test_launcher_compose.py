@@ -137,3 +137,51 @@ def test_a_searchpath_override_composes_as_hydra_alone(tmp_path):
     for loader in (shared, _loader()):
         with pytest.raises(MissingConfigException, match="Could not find 'model/elsewhere'"):
             loader.load_sweep_config(master, ["model=elsewhere"])
+
+
+LAYER_SWEEPS = [
+    ("layer=range(0,25)", "threads=1", "batch_size=64"),
+    ("layer=null,-1,0,'7',7.0", "judge=[keyword],[keyword,organism_oracle]"),  # layer with another swept key
+    ("model=organism,tiny_llava", "layer=0,12", "hydra.job.config.override_dirname.exclude_keys=[seed]", "seed=3"),
+    ("+extra=1,two", "~probe.apart", "layer=3,4"),
+    ("layer=1,2", "+layer_note=x"),  # a key that starts with `layer` is not the `layer` item
+]
+
+
+def _recording(loader) -> list[list[str]]:
+    """The override lists `loader` composes from now on (Hydra's composition, not a derived config)."""
+    composed: list[list[str]] = []
+    real = loader.load_sweep_config
+    loader.load_sweep_config = lambda master, overrides: composed.append(list(overrides)) or real(master, overrides)
+    return composed
+
+
+@pytest.mark.slow  # about 60 compositions: 6 s here
+def test_a_jobs_config_made_from_a_layer_sibling_is_hydras_own():
+    """The launcher composes the first job of each group with Hydra and makes its `layer=` siblings from it
+    (layer_siblings.py): every job's config must be the YAML and the nodes Hydra alone composes."""
+    for sweep in LAYER_SWEEPS:
+        loader = _loader()
+        shared_parses.share_parses(loader)
+        keep = layer_batching_launcher._KeepComposed(loader)
+        master = loader.load_configuration("config", list(sweep), RunMode.MULTIRUN)
+        jobs = _jobs(loader, master)
+        composed = _recording(loader)
+        got = [keep.load_sweep_config(master, job) for job in jobs]
+        want = [_loader().load_sweep_config(master, job) for job in jobs]
+        assert [OmegaConf.to_yaml(c, resolve=False) for c in got] == [OmegaConf.to_yaml(c, resolve=False) for c in want], sweep
+        assert [pickle.dumps(c) for c in got] == [pickle.dumps(c) for c in want], sweep
+        groups = {tuple(o for o in job if not o.startswith("layer=")) for job in jobs}
+        assert len(composed) == len(groups) < len(jobs), sweep  # Hydra composed one job per group
+
+
+def test_what_is_not_a_plain_layer_value_is_composed_by_hydra():
+    loader = _loader()
+    keep = layer_batching_launcher._KeepComposed(loader)
+    master = loader.load_configuration("config", [], RunMode.MULTIRUN)
+    composed = _recording(loader)
+    for job in (["layer=1"], ["layer=[1,2]"], ["layer=2", "seed=4"], ["seed=4", "layer={a: 1}"], ["layer=5", "layer=6"]):
+        assert OmegaConf.to_yaml(keep.load_sweep_config(master, job), resolve=False) == OmegaConf.to_yaml(
+            _loader().load_sweep_config(master, job), resolve=False), job
+    # a list or dict value, a second `layer` item and another key's change are Hydra's to compose
+    assert composed == [["layer=1"], ["layer=[1,2]"], ["layer=2", "seed=4"], ["seed=4", "layer={a: 1}"], ["layer=5", "layer=6"]]

@@ -19,6 +19,12 @@ parsed config, because Hydra merges those nodes into the job's config and overri
 Composing a 25-layer sweep went from about 0.09 s to 0.06 s a job here; every job's config, `hydra` node
 included, is the same YAML as Hydra alone composes (tests/test_launcher_compose.py).
 
+Layer siblings: a job whose overrides differ from an already composed job's only in a plain `layer=VALUE`
+item gets that job's config with the value, its override line and `hydra.job.override_dirname` changed as
+Hydra changes them (`layer_siblings.py`), instead of a composition from the defaults list up; a
+`-m layer=...` sweep composes one job with Hydra. Every such config equals Hydra's own composition
+(tests/test_launcher_compose.py).
+
 Hydra finds launchers only in the `hydra_plugins` namespace package and imports every module in it at
 start-up, whatever the command: this module imports nothing heavy. (No `from __future__ import
 annotations`: Hydra scans it before registering it in sys.modules, and dataclasses then cannot resolve
@@ -41,6 +47,7 @@ from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict, read_write
 
+from hydra_plugins.vlmsafety_launcher.layer_siblings import LayerSiblings
 from hydra_plugins.vlmsafety_launcher.shared_parses import share_parses
 
 log = logging.getLogger(__name__)
@@ -64,12 +71,16 @@ class _KeepComposed:
     def __init__(self, loader: Any):
         self._loader = loader
         self._kept: dict[tuple[int, tuple[str, ...]], DictConfig] = {}
+        self._siblings = LayerSiblings()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._loader, name)
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
-        config = self._loader.load_sweep_config(master_config, sweep_overrides)
+        config = self._siblings.derive(master_config, sweep_overrides)
+        if config is None:
+            config = self._loader.load_sweep_config(master_config, sweep_overrides)
+            self._siblings.remember(master_config, sweep_overrides, config)
         self._kept[(id(master_config), tuple(sweep_overrides))] = config
         return copy.deepcopy(config)  # the caller may change its copy; the kept one stays as composed
 
