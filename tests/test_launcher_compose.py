@@ -56,8 +56,10 @@ def _composed(loader, sweep: tuple[str, ...]) -> list[str]:
     return [OmegaConf.to_yaml(cfg, resolve=False) for cfg in _configs(loader, sweep)]
 
 
-def _configs(loader, sweep: tuple[str, ...]) -> list:
-    master = loader.load_configuration("config", list(sweep), RunMode.MULTIRUN)
+def _configs(loader, sweep: tuple[str, ...], master=None) -> list:
+    """`master`: the sweep's master config (composed by `loader` when not given). Jobs copy its resolver cache
+    (`${now:...}` as first resolved), so configs compared across loaders must come from one master."""
+    master = master if master is not None else loader.load_configuration("config", list(sweep), RunMode.MULTIRUN)
     return [loader.load_sweep_config(master, job) for job in _jobs(loader, master)]
 
 
@@ -69,7 +71,8 @@ def test_sweeps_compose_the_same_configs_with_parses_shared():
     shared_parses.share_parses(shared)
     assert isinstance(shared.repository, shared_parses.SharedParses)
     for sweep in SWEEPS:
-        want, got = _configs(_loader(), sweep), _configs(shared, sweep)
+        master = _loader().load_configuration("config", list(sweep), RunMode.MULTIRUN)
+        want, got = _configs(_loader(), sweep, master), _configs(shared, sweep, master)
         assert len(want) > 1
         assert [OmegaConf.to_yaml(c, resolve=False) for c in got] == [OmegaConf.to_yaml(c, resolve=False) for c in want], sweep
         # and the same nodes: types and flags (struct, readonly) too, which YAML does not show
