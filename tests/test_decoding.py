@@ -11,6 +11,7 @@ import hf_reference as hf
 import pytest
 import torch
 from test_resume import compose
+from transformers import DynamicCache
 
 from vlmsafety.attacks import load_attack_set
 from vlmsafety.models.base import GenerationSettings
@@ -48,8 +49,12 @@ def test_rows_get_the_tokens_transformers_generate_gives_them(organism, organism
     n = len(prompts)
     rows = [v for v in chosen for _ in range(n)]
     inputs, features, ref = _reference(organism, prompts * len(chosen), images * len(chosen), encoded * len(chosen), rows)
-    new = greedy_decode(organism.model, inputs["input_ids"], inputs["attention_mask"], MAX_NEW,
-                        prefill={"mm_encoder_outputs": features})
+    drops: list[int] = []
+    select = DynamicCache.batch_select_indices
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(DynamicCache, "batch_select_indices", lambda self, kept: drops.append(len(kept)) or select(self, kept))
+        new = greedy_decode(organism.model, inputs["input_ids"], inputs["attention_mask"], MAX_NEW,
+                            prefill={"mm_encoder_outputs": features})
     theirs = ref[:, inputs["input_ids"].shape[1]:]
     assert new.shape == theirs.shape  # as many steps as generate ran: until the last row ended
     assert torch.equal(new, theirs)
@@ -58,6 +63,8 @@ def test_rows_get_the_tokens_transformers_generate_gives_them(organism, organism
     ends = [row.index(next(t for t in row if t in eos)) + 1 for row in theirs.tolist() if any(t in eos for t in row)]
     assert len(ends) == len(rows) and len(set(ends)) >= 5 and sorted(ends)[len(ends) // 2] < theirs.shape[1]
     assert (theirs == pad).any()
+    # ended rows left in a few steps (an eighth of the batch at a time), not one step per end
+    assert drops and drops == sorted(drops, reverse=True) and drops[-1] < len(rows) and len(drops) < len(set(ends))
 
 
 def test_the_adapter_answers_as_generate_does_at_every_layer(organism, organism_batch):

@@ -3,9 +3,9 @@
 transformers' `generate` keeps every row of a batch in every decoding step until the last row ends: a
 row that said its end-of-sequence token at step 3 still runs through the language model, and grows its
 KV cache, until the longest row of its batch stops (the padding of its answer). On a CPU, where a step's
-cost grows with its rows, that is about half of a layer sweep's decoding (docs/PERFORMANCE.md). Here a
-finished row leaves the batch and its cache rows are dropped, so wide cross-layer batches cost what
-their rows' own answers cost.
+cost grows with its rows, that is about half of a layer sweep's decoding (docs/PERFORMANCE.md). Here
+ended rows leave the batch, their KV cache rows with them, once they are an eighth of it, so wide
+cross-layer batches cost about what their rows' own answers cost.
 
 Every other step is transformers' own computation, in the order `generate` runs it for a greedy
 decoder-only model: the same position ids (`cumsum(attention_mask) - 1`, padding at 0), the attention
@@ -91,18 +91,22 @@ def greedy_decode(
         use_cache=True, return_dict=True, **keep_logits, **(prefill or {}),
     ).logits
     rows = torch.arange(rows_total, device=input_ids.device)  # batch row -> row of `out`
+    live = torch.ones(rows_total, dtype=torch.bool, device=input_ids.device)  # batch rows still answering
     position = position_ids[:, -1:]
     steps = 0
     for step in range(max_new_tokens):
         token = logits[:, -1].to(dtype=torch.float32).argmax(dim=-1)
-        out[rows, step] = token
+        out[rows[live], step] = token[live]
         steps = step + 1
-        finished = torch.isin(token, eos)
-        if step == max_new_tokens - 1 or bool(finished.all()):
+        live = live & ~torch.isin(token, eos)
+        if step == max_new_tokens - 1 or not bool(live.any()):
             break
-        if bool(finished.any()):
-            kept = (~finished).nonzero().squeeze(1)
-            rows, token, mask, position = rows[kept], token[kept], mask[kept], position[kept]
+        # Ended rows leave once they are an eighth of the batch: dropping copies every remaining row's KV
+        # cache, so doing it at each row's end would copy a wide batch's cache at almost every step. Until
+        # then an ended row is decoded on, its tokens unused (rows do not read each other).
+        if int((~live).sum()) * _DROP_SHARE >= live.numel():
+            kept = live.nonzero().squeeze(1)
+            rows, token, mask, position, live = rows[kept], token[kept], mask[kept], position[kept], live[kept]
             cache.batch_select_indices(kept)
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
         position = position + 1
@@ -111,6 +115,9 @@ def greedy_decode(
             use_cache=True, return_dict=True, **keep_logits,
         ).logits
     return out[:, :steps]
+
+
+_DROP_SHARE = 8  # ended rows leave the batch once they are 1/8 of it
 
 
 def _takes(model: Any, name: str) -> bool:
