@@ -233,7 +233,8 @@ in every step until the longest row of its batch ends. The LLaVA family (the org
 LLaVA-NeXT) decodes greedy answers with `vlmsafety/models/decoding.py` instead: transformers' own
 forward passes and input preparation (position ids from the attention mask, a `DynamicCache`,
 `logits_to_keep=1`, the image features in the first step only), the argmax of each step's float32
-logits, and a row leaves the batch, its KV cache rows with it, once it has ended. The tests compare the
+logits; rows that have ended leave the batch, their KV cache rows with them, once they are an eighth of
+it (dropping copies the remaining rows' cache, so not at every row's end). The tests compare the
 tokens with `generate`'s on the organism's attack prompts at several layers and in shared batches
 (tests/test_decoding.py). A checkpoint whose generation config changes greedy steps (a repetition
 penalty, a minimum length, suppressed tokens) keeps `generate`, and so does sampling. **Processing a
