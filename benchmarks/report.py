@@ -306,8 +306,9 @@ Naive = `python run.py layer=L` once per layer (each process imports, loads the 
 judges, renders and encodes the images). One process = `python run.py -m layer=0,...,{r.n_layers - 1}`
 (the project's launcher, `hydra/launcher=vlmsafety`: Hydra's basic launcher, every job in one process,
 the worker reusing the model and the image features, the layers' image batches decoded in shared calls) and `python run.py layers=[0,...,{r.n_layers - 1}]` (one Hydra job running every layer). Wall =
-spawn to exit, summary included. LLM decoding = the jobs' `generate` timings from metrics.json;
-overhead share = (wall − decoding) / wall.
+spawn to exit, summary included; each `-m` sweep is the best of two runs, with and without shared
+batches taking turns (the others run once). LLM decoding = the jobs' `generate` timings from
+metrics.json; overhead share = (wall − decoding) / wall.
 
 {_md_table(SWEEP_HEADER, sweep_rows(r))}
 

@@ -65,10 +65,11 @@ def _phases(folder: Path) -> tuple[int, dict[str, float]]:
     return len(files), total
 
 
-def multirun(layers: list[int], work: Path, extra: list[str], shared: bool = True) -> SweepRun:
+def multirun(layers: list[int], work: Path, extra: list[str], shared: bool = True, attempt: int = 0) -> SweepRun:
     """`python run.py -m layer=a,b,...`: every job in one process (the project's launcher), layers decoded in
-    shared batches, or each on its own (`shared=False`: `layer_batching.enabled=false`)."""
-    out = work / ("multirun" if shared else "multirun_alone")
+    shared batches, or each on its own (`shared=False`: `layer_batching.enabled=false`). Each `attempt` writes a
+    fresh sweep folder (a second run into the same one would find its jobs complete)."""
+    out = work / (("multirun" if shared else "multirun_alone") + (f"_{attempt}" if attempt else ""))
     switch = [] if shared else ["layer_batching.enabled=false"]
     wall = _run(["run.py", "-m", "layer=" + ",".join(map(str, layers)), f"hydra.sweep.dir={out}", *extra, *switch])
     n, phases = _phases(out)
