@@ -206,9 +206,10 @@ class FamilyAdapter(ABC):
         """Processor outputs for rendered prompts with their images (None = text only), left-padded, as `model(...)` takes them.
 
         The processor treats rows apart (padding them to the longest), so a batch made of k copies of the
-        same rows (a cross-layer batch) gets one copy's outputs repeated k times, and the last few batches
-        are remembered: the image processing of a batch runs once, not once per layer. A fresh mapping is
-        returned every time (callers may move or replace its tensors)."""
+        same rows (a cross-layer batch) gets one copy's outputs repeated k times, and the last two batches
+        are remembered (by their prompts and their images' identity: an image drawn on in place would not
+        be seen; the worker's images never are): the image processing of a batch runs once, not once per
+        layer. A fresh mapping is returned every time (callers may move or replace its tensors)."""
         n = _period(prompts, images)
         batch = self._processed(prompts[:n], images[:n])
         copies = len(prompts) // n if n else 1
