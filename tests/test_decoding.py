@@ -92,6 +92,11 @@ def test_unpadded_and_text_only_batches(organism):
 def test_a_generation_config_that_changes_greedy_steps_keeps_transformers_generate(organism, monkeypatch):
     assert unsupported_reason(organism.model) is None
     config = organism.model.generation_config
+    for field, value, reason in (("num_beams", 4, "asks for beams"), ("num_return_sequences", 2, "several answers"),
+                                 ("use_cache", False, "turns the KV cache off")):
+        with pytest.MonkeyPatch.context() as other:
+            other.setattr(config, field, value)
+            assert reason in unsupported_reason(organism.model)
     monkeypatch.setattr(config, "repetition_penalty", 1.3)
     monkeypatch.setattr(config, "no_repeat_ngram_size", 2)
     assert unsupported_reason(organism.model) == "its generation config sets no_repeat_ngram_size, repetition_penalty"

@@ -6,6 +6,7 @@ itself with `@register_family`. Adding a family = one module + one YAML (DESIGN.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from abc import ABC, abstractmethod
@@ -20,6 +21,7 @@ from transformers import AutoProcessor, BatchFeature
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from vlmsafety.errors import VlmSafetyError
+from vlmsafety.models.decoding import eos_token_ids, unsupported_reason
 from vlmsafety.models.facts import Architecture
 from vlmsafety.models.residual import PromptStates, last_token_states
 from vlmsafety.registry import Registry
@@ -79,6 +81,8 @@ class FamilyAdapter(ABC):
         # set while modified weights stay fixed (an unlearn job's "after" evaluation): text-only answers
         # may then be reused across layers under this tag, as they are for an unmodified model
         self.weights_tag: str | None = None
+        self._rendered: dict[tuple, str] = {}  # `render`'s memo
+        self._inputs_memo: list[tuple[list[str], list[Any], Any]] = []  # `model_inputs`' last processor batches
         tokenizer = getattr(processor, "tokenizer", processor)
         tokenizer.padding_side = "left"  # batched generation of decoder-only LMs needs left padding
 
@@ -152,7 +156,7 @@ class FamilyAdapter(ABC):
         variables = self.template_vars()
         # every job of a sweep renders the same prompts: remembered per template, text and variables
         key = (template if isinstance(template, str) else repr(template), text, has_image, tuple(sorted(variables.items())))
-        memo = self.__dict__.setdefault("_rendered", {})
+        memo = self._rendered
         if key not in memo:
             if len(memo) >= _RENDER_MEMO_SIZE:
                 memo.clear()
@@ -195,8 +199,7 @@ class FamilyAdapter(ABC):
     def end_of_turn_tokens(self) -> list[str]:
         """The token strings that end an answer (generation's EOS ids), the tokenizer's EOS first."""
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
-        eos = self.model.generation_config.eos_token_id
-        ids = [i for i in (eos if isinstance(eos, list) else [eos]) if i is not None]
+        ids = eos_token_ids(self.model)
         if not ids:
             raise VlmSafetyError(f"{self.name}: the generation config has no eos_token_id; set one in generation_config.json")
         ids.sort(key=lambda i: i != tokenizer.eos_token_id)
@@ -220,7 +223,7 @@ class FamilyAdapter(ABC):
         })
 
     def _processed(self, prompts: Sequence[str], images: Sequence[Image.Image | None]) -> Any:
-        memo = self.__dict__.setdefault("_inputs_memo", [])
+        memo = self._inputs_memo
         for kept_prompts, kept_images, batch in memo:
             if kept_prompts == list(prompts) and len(kept_images) == len(images) and all(
                 a is b for a, b in zip(kept_images, images, strict=True)
@@ -372,8 +375,7 @@ class FamilyAdapter(ABC):
 
     def _decode(self, sequences: torch.Tensor, prompt_len: int) -> list[Generation]:
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
-        eos = self.model.generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        eos_ids = set(eos_token_ids(self.model))
         pad = tokenizer.pad_token_id
         out = []
         for row in sequences[:, prompt_len:].tolist():
@@ -394,15 +396,15 @@ class FamilyAdapter(ABC):
         """Whether `generate` decodes with `decoding.greedy_decode` (finished rows leave the batch) rather than
         transformers' `generate`: greedy settings, a family that feeds the prompt's extras in the first step
         only (`row_dropping`), and a generation config that adds nothing to a greedy step."""
-        if settings.do_sample or not self.row_dropping:
-            return False
-        if not hasattr(self, "_row_dropping_blocked"):
-            from vlmsafety.models.decoding import unsupported_reason
+        return not settings.do_sample and self.row_dropping and self._row_dropping_blocked is None
 
-            self._row_dropping_blocked = unsupported_reason(self.model)
-            if self._row_dropping_blocked:
-                log.info("%s decodes with transformers' generate: %s", self.name, self._row_dropping_blocked)
-        return self._row_dropping_blocked is None
+    @functools.cached_property
+    def _row_dropping_blocked(self) -> str | None:
+        """Why this model's generation config keeps transformers' `generate` (decided once, logged), or None."""
+        reason = unsupported_reason(self.model)
+        if reason:
+            log.info("%s decodes with transformers' generate: %s", self.name, reason)
+        return reason
 
     def _generate_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
         kw: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample}

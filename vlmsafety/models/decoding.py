@@ -22,7 +22,6 @@ and the family then decodes with `generate`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -33,7 +32,7 @@ from transformers import DynamicCache, GenerationConfig
 _NEUTRAL_FIELDS = frozenset({
     "bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "transformers_version",
     "_from_model_config", "max_length", "max_new_tokens", "do_sample", "temperature", "top_p", "top_k",
-    "use_cache", "num_beams", "num_return_sequences",
+    "use_cache", "num_beams", "num_return_sequences",  # their defaults are None: checked on their own below
 })
 
 
@@ -65,16 +64,16 @@ def eos_token_ids(model: Any) -> list[int]:
 @torch.no_grad()
 def greedy_decode(
     model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
-    prefill: dict[str, Any] | None = None, eos_ids: Sequence[int] | None = None, pad_id: int | None = None,
+    prefill: dict[str, Any] | None = None,
 ) -> torch.Tensor:
     """The new tokens of every row, [rows, steps]: greedy, up to `max_new_tokens`, a row's tokens after its
-    end-of-sequence token (and the steps it was no longer decoded) filled with `pad_id`.
+    end-of-sequence token (and the steps it was no longer decoded) filled with the pad id (as `generate`
+    does: the generation config's, else the first EOS id).
 
     input_ids / attention_mask: a left-padded prompt batch; prefill: the extra `model(...)` arguments of
     the first step (e.g. `mm_encoder_outputs`)."""
-    eos = torch.tensor(list(eos_ids) if eos_ids is not None else eos_token_ids(model), device=input_ids.device)
-    if pad_id is None:
-        pad_id = model.generation_config.pad_token_id
+    eos = torch.tensor(eos_token_ids(model), device=input_ids.device)
+    pad_id = model.generation_config.pad_token_id
     if pad_id is None:
         pad_id = int(eos[0]) if eos.numel() else 0
     rows_total = input_ids.shape[0]
