@@ -76,14 +76,8 @@ def asr_by_layer(
     if len(default):
         ax.axvline(float(default.iloc[0]), color="black", ls=":", lw=1)
         ax.annotate("trained default", (float(default.iloc[0]), 1.0), fontsize=7, ha="right", va="top", rotation=90)
-    ax.set_xlabel("vision layer (blocks applied before the projector)")
-    ax.set_ylabel("rate")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.set_title(f"{title} — judge {judge} (bands: 95 % Wilson intervals)", fontsize=9)
-    fig.tight_layout()
-    return _png(fig)
+    return _finish_by_layer(fig, ax, "vision layer (blocks applied before the projector)", "rate",
+                            f"{title} — judge {judge} (bands: 95 % Wilson intervals)", legend_size=7)
 
 
 def before_after(rows: pd.DataFrame, judge: str) -> bytes | None:
@@ -128,11 +122,17 @@ def _before_after_by_layer(rows: pd.DataFrame, judge: str) -> bytes:
     default = rows["default_layer"].dropna() if "default_layer" in rows else pd.Series(dtype=float)
     if len(default):
         ax.axvline(float(default.iloc[0]), color="black", ls=":", lw=1)
-    ax.set_xlabel("vision layer")
-    ax.set_ylabel(f"ASR ({judge})")
+    return _finish_by_layer(fig, ax, "vision layer", f"ASR ({judge})",
+                            f"ASR before (dashed) → after (solid) unlearning — judge {judge}", legend_size=6)
+
+
+def _finish_by_layer(fig, ax, xlabel: str, ylabel: str, title: str, legend_size: int) -> bytes:
+    """The common frame of a rate-by-layer figure (0..1 axis, grid, legend right of the axes), as PNG bytes."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.set_title(f"ASR before (dashed) → after (solid) unlearning — judge {judge}", fontsize=9)
+    ax.legend(fontsize=legend_size, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return _png(fig)
