@@ -211,6 +211,35 @@ def test_a_changed_config_moves_finished_generations_aside(tmp_path, caplog):
     assert find_jobs(tmp_path) == [] and find_generation_dirs(tmp_path) == []
 
 
+def test_a_job_failing_in_a_finished_jobs_folder_moves_its_records_aside_first(tmp_path):
+    """A rerun sweep can give a finished job's folder another job (`-m layer=1,1.5` where `layer=2` finished)
+    that fails before it runs: the failure is recorded only after the finished records were moved aside."""
+    from omegaconf import OmegaConf
+
+    from vlmsafety import jobs, runner
+
+    job = tmp_path / "1"
+    fab_job(job)
+    write_json_atomic(job / "metrics.json", {**json.loads((job / "metrics.json").read_text()), "job_key": "abc"})
+    before = snapshot_files(job)
+    with pytest.raises(SystemExit) as exit_:
+        runner.run(OmegaConf.create({"task": "eval", "layer": 1.5, "output_dir": str(job)}))
+    assert exit_.value.code == 2
+    failed = json.loads((job / "metrics.json").read_text())
+    assert failed["status"] == "failed" and "layer=1.5 is not a whole number" in failed["error"]
+    assert not (job / "generations.jsonl").exists()  # no finished records beside another job's status
+    assert {k.removeprefix("superseded/abc/"): v for k, v in snapshot_files(job).items() if k.startswith("superseded/")} == before
+
+    # a job's own unfinished records stay where they are, for its rerun to resume from
+    own = tmp_path / "2"
+    fab_job(own)
+    cfg = OmegaConf.create({"task": "eval", "layer": 1})
+    jobs.mark_running(own, cfg, jobs.job_key(cfg))
+    jobs.mark_failed(own, cfg, RuntimeError("out of memory"))
+    assert (own / "generations.jsonl").exists() and not (own / "superseded").exists()
+    assert json.loads((own / "metrics.json").read_text())["error"] == "RuntimeError: out of memory"
+
+
 def test_result_files_respect_the_umask(tmp_path):
     old = os.umask(0o022)
     try:

@@ -143,3 +143,29 @@ def test_layerwise_sft_draws_its_layers_logs_them_and_evaluates_every_listed_lay
             assert (sweep / "0" / "eval" / phase / "organism_image" / f"layer_{layer}" / "metrics.json").is_file()
     assert (sweep / "unlearn_asr_by_layer.png").read_bytes()[:4] == b"\x89PNG"
     assert "Across 3 vision layers" in p.stdout + p.stderr
+
+
+def test_an_unlearn_job_rerun_keeps_a_complete_one_and_moves_another_configs_records_aside(tmp_path, cpu):
+    """Records are never overwritten: a rerun with the same config is skipped, one with another config first
+    moves the earlier job's metrics, training log, adapter and evaluations to superseded/<its job key>/."""
+    from test_resume import compose
+
+    from vlmsafety.tasks.unlearn import run_unlearn
+
+    small = ("task=unlearn", "unlearn=textual", "limit=2", "max_new_tokens=3", "toxicity=none",
+             "unlearn.data.max_harmful=2", "unlearn.data.max_normal=2", "unlearn.data.eval_attacks=[organism_text]")
+    first = run_unlearn(compose(*small, "unlearn.train.steps=2"), tmp_path)
+    assert first["status"] == "complete" and first["job_key"] and first["train"]["steps"] == 2
+    outputs = ("metrics.json", "train_log.jsonl", "adapter/adapter_model.safetensors",
+               "eval/after/organism_text/layer_23/generations.jsonl")
+    before = {name: (tmp_path / name).read_bytes() for name in outputs}
+
+    assert run_unlearn(compose(*small, "unlearn.train.steps=2"), tmp_path) == first  # complete: skipped
+    assert {name: (tmp_path / name).read_bytes() for name in outputs} == before
+
+    second = run_unlearn(compose(*small, "unlearn.train.steps=3"), tmp_path)
+    assert second["job_key"] != first["job_key"] and second["train"]["steps"] == 3
+    kept = tmp_path / "superseded" / first["job_key"]
+    assert {name: (kept / name).read_bytes() for name in outputs} == before
+    assert len((tmp_path / "train_log.jsonl").read_text().splitlines()) == 3
+    assert not (tmp_path / "superseded" / first["job_key"] / "superseded").exists()

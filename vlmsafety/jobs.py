@@ -38,6 +38,8 @@ from vlmsafety.records import (
 log = logging.getLogger(__name__)
 
 RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
+# what an eval job writes into its folder (task=unlearn lists its own: tasks/unlearn.py UNLEARN_OUTPUTS)
+EVAL_OUTPUTS = (GENERATIONS, METRICS)
 
 # Top-level keys that never change a job's records: run controls, output and input folders of other
 # tasks, cache tuning, image limits (they only refuse inputs), `probe` (task=probe's settings: they
@@ -132,14 +134,22 @@ def mark_running(job_dir: Path, cfg: DictConfig, key: str) -> None:
     write_json_atomic(job_dir / METRICS, {"status": RUNNING, "job_key": key, **job_header(cfg), "started_at": now()})
 
 
-def mark_failed(job_dir: Path, cfg: DictConfig, exc: BaseException) -> str:
-    """Write `status: failed` with the one-line error into metrics.json; return that line."""
+def mark_failed(job_dir: Path, cfg: DictConfig, exc: BaseException, outputs: Sequence[str] = EVAL_OUTPUTS) -> str:
+    """Write `status: failed` with the one-line error into metrics.json; return that line.
+
+    Records found there that are not this job's own unfinished ones (another config's, or any complete job's:
+    a job can fail before its first step, e.g. on a value check) are moved aside first (`set_aside`), so a
+    failure never overwrites or sits beside a finished record. `outputs`: the task's record files."""
     line = error_line(exc)
     try:
         key: str | None = job_key(cfg)
         config: Any = _without_secrets(OmegaConf.to_container(cfg, resolve=True))
     except Exception:  # a config that cannot even be resolved is itself the error being recorded
         key, config = None, None
+    previous = read_metrics(job_dir)
+    own = key is not None and previous is not None and previous.get("job_key") == key and previous.get("status") != COMPLETE
+    if not own:
+        set_aside(job_dir, previous, "a job that failed is recorded there", outputs)
     write_json_atomic(
         job_dir / METRICS,
         {
@@ -164,11 +174,16 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def set_aside(job_dir: Path, previous: dict[str, Any] | None, why: str) -> Path | None:
-    """Move the generations (and metrics) found in `job_dir` to `superseded/<their job key>/` before the
-    job runs there again: finished results are never deleted. Returns where they went (None: nothing there)."""
-    gen = job_dir / GENERATIONS
-    if not gen.exists():
+def set_aside(
+    job_dir: Path, previous: dict[str, Any] | None, why: str, outputs: Sequence[str] = EVAL_OUTPUTS,
+) -> Path | None:
+    """Move a job's records found in `job_dir` (`outputs`: files or folders, metrics.json among them) to
+    `superseded/<their job key>/` before another job writes there: finished results are never deleted.
+    Only when there are records: an output besides metrics.json, or a metrics.json that says complete.
+    Returns where they went (None: nothing there)."""
+    present = [name for name in outputs if (job_dir / name).exists()]
+    complete = (previous or {}).get("status") == COMPLETE
+    if not complete and not any(name != METRICS for name in present):
         return None
     key = str((previous or {}).get("job_key") or "unknown")
     dest = job_dir / SUPERSEDED / key
@@ -177,11 +192,10 @@ def set_aside(job_dir: Path, previous: dict[str, Any] | None, why: str) -> Path 
         n += 1
         dest = job_dir / SUPERSEDED / f"{key}.{n}"
     dest.mkdir(parents=True)
-    if (job_dir / METRICS).exists():
-        os.replace(job_dir / METRICS, dest / METRICS)
-    os.replace(gen, dest / GENERATIONS)
+    for name in present:
+        os.replace(job_dir / name, dest / name)
     status = (previous or {}).get("status") or "unknown status"
-    log.warning("%s: %s; the generations found there (%s) were moved to %s", job_dir, why, status, dest)
+    log.warning("%s: %s; the records found there (%s) were moved to %s", job_dir, why, status, dest)
     return dest
 
 

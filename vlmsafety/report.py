@@ -190,7 +190,8 @@ def write_summary(sweep_dir: str | Path, show: bool = True) -> dict[str, Path]:
         write_bytes_atomic(paths["png"], png)
     tables = [summary_table(evals), reference_table(evals), agreement_table(evals)] if not evals.empty else []
     tables.append(paper_aggregate.aggregate_table(sweep_dir, evals))  # a paper preset's layer-group means
-    unlearn_jobs = [sweep_dir / j for j in df.loc[df["task"] == "unlearn", "job"]]
+    # complete ones: a failed or killed unlearn job has no results (it is listed with the incomplete jobs below)
+    unlearn_jobs = [sweep_dir / j for j in df.loc[(df["task"] == "unlearn") & (df["status"] == "complete"), "job"]]
     if unlearn_jobs:
         from vlmsafety.unlearn import summary as unlearn_summary
 

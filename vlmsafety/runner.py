@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from vlmsafety import jobs, limits
 from vlmsafety.errors import VlmSafetyError
 from vlmsafety.faults import as_user_error
-from vlmsafety.tasks import get_task, writes_job_record
+from vlmsafety.tasks import get_task, job_outputs, writes_job_record
 from vlmsafety.ui import print_error
 from vlmsafety.validate import check_values
 
@@ -57,7 +57,7 @@ def run(cfg: DictConfig) -> Any:
         # a `layers=[...]` job's layers recorded their own failures; its folder is not a job record
         if out_dir is not None and task is not None and writes_job_record(task) and not isinstance(e, jobs.JobsFailed):
             try:
-                jobs.mark_failed(out_dir, cfg, e)
+                jobs.mark_failed(out_dir, cfg, e, job_outputs(task) or jobs.EVAL_OUTPUTS)
             except OSError as write_error:
                 log.warning("could not record the failure in %s: %s", out_dir, write_error)
         if cfg.get("debug"):

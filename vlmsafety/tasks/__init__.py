@@ -29,11 +29,13 @@ def _load_builtins() -> None:
 TASKS: Registry[Task] = Registry("task", _load_builtins)
 
 
-def register_task(name: str, job_record: bool = False) -> Callable[[Task], Task]:
+def register_task(name: str, job_record: bool = False, outputs: tuple[str, ...] | None = None) -> Callable[[Task], Task]:
     """Register a task; `job_record`: its output folder is a job of a sweep (metrics.json with a status),
-    so a failure is recorded there too."""
+    so a failure is recorded there too; `outputs`: the files and folders a job writes there (default: an eval
+    job's), moved aside rather than overwritten when another job fails in that folder (`jobs.mark_failed`)."""
     def wrap(fn: Task) -> Task:
         fn.job_record = job_record  # type: ignore[attr-defined]
+        fn.outputs = outputs  # type: ignore[attr-defined]
         return TASKS.register(name)(fn)
 
     return wrap
@@ -41,6 +43,11 @@ def register_task(name: str, job_record: bool = False) -> Callable[[Task], Task]
 
 def writes_job_record(task: Task) -> bool:
     return bool(getattr(task, "job_record", False))
+
+
+def job_outputs(task: Task) -> tuple[str, ...] | None:
+    """The files and folders a job of `task` writes into its folder; None: an eval job's."""
+    return getattr(task, "outputs", None)
 
 
 def get_task(name: str) -> Task:

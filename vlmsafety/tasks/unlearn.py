@@ -6,6 +6,10 @@ run for every attack set of `unlearn.data.eval_attacks` at every layer of `unlea
 device hours per phase and the before / after table (`unlearn.results`). When the job ends the base
 model is put back exactly (LoRA adapters unloaded) or dropped from the worker's cache, so the next
 job of a sweep never starts from an unlearned model.
+
+Its folder follows the eval jobs' record rules (docs/sweeps.md): metrics.json says `running` from the start
+and carries the job key; a complete job with the same key is skipped; whatever another job left there is
+moved to `superseded/<its job key>/` before this one writes (`UNLEARN_OUTPUTS`); a failure is recorded.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from vlmsafety import environment
+from vlmsafety import environment, jobs
 from vlmsafety.attacks import AttackSet, load_attack_set
 from vlmsafety.errors import VlmSafetyError, check_options
 from vlmsafety.layers import resolve_layer
@@ -36,14 +40,17 @@ from vlmsafety.unlearn.data import build_data
 from vlmsafety.unlearn.methods import UnlearnMethod, get_method
 from vlmsafety.unlearn.model_setup import Trainable, setup
 from vlmsafety.unlearn.results import eval_dir, job_results
-from vlmsafety.unlearn.trainer import train
+from vlmsafety.unlearn.trainer import TRAIN_LOG, train
 from vlmsafety.worker import Worker, get_worker
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# what a job writes into its folder besides Hydra's files: moved aside together (jobs.set_aside), never
+# overwritten, when a job of another config runs there
+UNLEARN_OUTPUTS = (METRICS, TRAIN_LOG, "adapter", "model", "merged", "eval")
 
 
-@register_task("unlearn")
+@register_task("unlearn", job_record=True, outputs=UNLEARN_OUTPUTS)
 def run_unlearn(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     u = cfg.get("unlearn") or {}
     if not u.get("method"):
@@ -60,6 +67,18 @@ def run_unlearn(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     method = build_method(u)
     data = build_data(u.data, seed=int(cfg.seed))
     attacks = [(a, load_attack_set(a, limit=cfg.limit, seed=cfg.seed)) for a in eval_attacks(cfg)]
+
+    # the job's folder: a complete job with this key is kept (resume=true); anything else found there is moved
+    # aside whole (training cannot resume from a kill, so an unfinished job of this key starts over)
+    key = jobs.job_key(cfg)
+    resume = bool(cfg.get("resume", True))
+    if resume and (done := jobs.completed(out_dir, key)) is not None:
+        log.info("skipping %s: already complete with job key %s (resume=true)", out_dir, key, extra=DETAIL)
+        return done
+    why = "resume=false" if not resume else "no complete job with this config's job key is recorded there"
+    jobs.set_aside(out_dir, jobs.read_metrics(out_dir), why, UNLEARN_OUTPUTS)
+    jobs.mark_running(out_dir, cfg, key)
+    started_at = jobs.now()
     log.info(
         "unlearn %s: %d harmful requests (%d to forget), %d normal + %d held out; images: %s",
         u.name, len(data.helpful), len(data.forget_examples), len(data.normal), len(data.heldout), u.data.get("image", "none"),
@@ -96,7 +115,10 @@ def run_unlearn(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     on_gpu = adapter.device.type == "cuda"
     nll = {"before": result.before, "after": result.after}
     metrics = {
-        "status": "complete",
+        "status": jobs.COMPLETE,
+        "job_key": key,
+        "started_at": started_at,
+        "finished_at": jobs.now(),
         "task": "unlearn",
         "model": cfg.model.name,
         "family": cfg.model.family,
