@@ -119,6 +119,26 @@ def test_batched_sweep_killed_mid_batch_resumes_to_the_records_of_layers_decoded
     assert (killed / "summary.csv").read_text() == (alone / "summary.csv").read_text()
 
 
+def test_a_sweep_whose_config_reads_hydras_job_config_still_shares_batches(tmp_path):
+    """The launcher plans with each job's config resolved under that job's Hydra config, as the job resolves it:
+    a key that reads `${hydra:...}` (here the same override_dirname for every layer) gives the plan the job's own
+    job key, so the layers share their batches (they did not when the plan resolved it under the sweep's config)."""
+    from test_pipeline import run_cli
+
+    sweep = tmp_path / "sweep"
+    p = run_cli(
+        "-m", "layer=0,4", "limit=4", "max_new_tokens=4", "batch_size=2", "attack.categories=[image]",
+        "+tag=${hydra:job.override_dirname}", "hydra.job.config.override_dirname.exclude_keys=[layer]",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    metrics = [json.loads((sweep / job / "metrics.json").read_text()) for job in ("0", "1")]
+    assert metrics[0]["config"]["tag"] == metrics[1]["config"]["tag"] == (
+        r"+tag=$\{hydra\:job.override_dirname\},attack.categories=[image],batch_size=2,limit=4,max_new_tokens=4"
+    )
+    assert [m["shared_layer_records"] for m in metrics] == [0, 4]
+
+
 def test_a_failing_shared_call_falls_back_to_each_layer_alone(tmp_path, monkeypatch, caplog, cpu):
     """Out of memory in a call shared with other layers must not fail this layer's job (nor the next ones)."""
     import logging

@@ -45,7 +45,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from hydra_plugins.vlmsafety_launcher.layer_siblings import LayerSiblings
 from hydra_plugins.vlmsafety_launcher.shared_parses import share_parses
@@ -143,6 +143,10 @@ def _job_plan(configs: list[DictConfig]) -> list[tuple[DictConfig, Path]]:
             task_cfg = copy.deepcopy(config)
             with read_write(task_cfg), open_dict(task_cfg):
                 del task_cfg["hydra"]
+            try:  # resolved now, while this job's Hydra config is set: the plan's job key is the job's own
+                OmegaConf.resolve(task_cfg)
+            except Exception as e:  # noqa: BLE001 (left unresolved: the plan leaves this job out, the job reports it)
+                log.debug("job %s: config not resolved for the cross-layer plan: %s", folder, e)
             plan.append((task_cfg, folder))
     except Exception as e:  # noqa: BLE001 (no plan: every job decodes its own batches, and reports its own error)
         log.debug("no cross-layer plan for this sweep: %s", e)
