@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"  time budget reached: naive measured on {naive.measured} layers, the rest extrapolated")
     console.print(f"generation: batch sizes {BATCH_SIZES} ...")
     gen = generation.tokens_per_second(cfg, BATCH_SIZES)
+    console.print(f"generation: 64 prompts at {n_layers} layers, one call per layer vs one call for all ...")
+    widths = generation.wide_vs_narrow(cfg, layers)
     console.print("generation: OpenMP idle threads spinning vs sleeping ...")
     spin = spin_vs_sleep((1, 8), n_prompts=8, threads=int(info["cores_usable"]))
     if info["gpu"]:
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         attack=str(cfg.attack.name), max_new_tokens=int(cfg.max_new_tokens), batch_size=int(cfg.batch_size), threads=int(threads),
         n_layers=n_layers, import_s=import_s, teardown_s=teardown_s, naive=naive, multirun=multirun, layers_job=layers_job,
         generation=gen, spin=spin, unlearning=unlearn_runs, bench_s=time.perf_counter() - started,
-        multirun_alone=multirun_alone, startup=startup, torch_free=torch_free, gpu_section=gpu_sweep.section(args.out),
+        multirun_alone=multirun_alone, startup=startup, torch_free=torch_free, gpu_section=gpu_sweep.section(args.out), widths=widths,
     )
     for table in console_tables(results):
         console.print(table)

@@ -10,7 +10,7 @@ from typing import Any
 from rich.table import Table
 
 from benchmarks.analysis import analysis
-from benchmarks.generation import GenerationRun
+from benchmarks.generation import GenerationRun, WidthRun
 from benchmarks.sweep_cost import PHASES, SweepRun
 from benchmarks.unlearning import UnlearnRun
 from vlmsafety.records import write_text_atomic
@@ -49,6 +49,7 @@ class Results:
     startup: dict[str, float] | None = None  # sweep_cost.STARTUP_COMMANDS: best wall seconds each
     torch_free: dict[str, bool] | None = None  # command -> whether it avoided importing torch
     gpu_section: str = ""  # the GPU benchmark's section (benchmarks/gpu_sweep.py), as last written
+    widths: list[WidthRun] | None = None  # generation.wide_vs_narrow: one call per layer vs one call of all layers
 
     def ratio(self, run: SweepRun) -> float:
         return self.naive.wall_s / run.wall_s
@@ -224,9 +225,11 @@ as keep the rows' KV cache plus logits (`FamilyAdapter.row_memory_bytes`: 2 × l
 head size × dtype bytes per token of the padded prompt and the new tokens; Mllama adds each row's
 cross-attention states) under `layer_batching.memory_gb`, by default half the GPU memory free after the
 model loaded (2 GiB on a CPU), and the rows under `layer_batching.max_rows`, by default no cap on CUDA
-and 64 on a CPU. On a GPU decoding is memory-bound, so the wider call is close to free; on this CPU a
-step's arithmetic grows with its rows, so wider calls did not pay (25 layers × 64 organism prompts in
-one call took as long as 25 calls of 64, finished rows dropped in both), hence the CPU cap.
+and 64 on a CPU. On a GPU decoding is memory-bound, so the wider call is close to free. On this CPU wider
+calls do not pay (the table below, measured in each run): their matrix products cost what the narrow
+calls' do, and what they would save in per-step overhead they lose in the KV cache's growth (`torch.cat`
+copies every row's cache at each step), attention and element-wise work once a call's tensors outgrow
+the CPU's caches (25 layers' copies of 64 organism prompts: 1600 rows). Hence the CPU cap.
 
 **Dropping finished rows.** transformers' `generate` keeps a row that has said its end-of-sequence token
 in every step until the longest row of its batch ends. The LLaVA family (the organism, LLaVA-1.5,
@@ -260,9 +263,37 @@ default) or each layer on its own (`layer_batching.enabled=false`); same records
 | {shared.name} | {shared.wall_s:.1f} | {shared.decode_s:.1f} | {r.ratio(shared):.1f}× | {shared.wall_s / r.single_run_s:.1f}× |
 | {alone.name} | {alone.wall_s:.1f} | {alone.decode_s:.1f} | {r.ratio(alone):.1f}× | {alone.wall_s / r.single_run_s:.1f}× |
 
+{width_block(r)}
 Start-up, best of 3 (s), and whether the command imports torch:
 
 {_md_table(["command", "wall (s)", "imports torch"], startup_rows(r))}
+
+`task=inspect` still imports torch: it reads the checkpoint's config.json through transformers' own config
+classes (`AutoConfig`), and importing them imports torch in transformers 5.x; its parameter counts come
+from building the model on torch's meta device, so that they follow the real module tree
+(`vlmsafety/models/facts.py`).
+"""
+
+
+WIDTH_HEADER = ["how", "rows per call", "calls", "wall (s)", "answers equal to one call per layer's"]
+
+
+def width_block(r: Results) -> str:
+    """Wide vs narrow generate calls (benchmarks/generation.py `wide_vs_narrow`): time and where it goes."""
+    if not r.widths:
+        return ""
+    kinds = list(r.widths[0].ops)
+    rows = [[w.how, str(w.rows_per_call), str(w.calls), f"{w.seconds:.2f}", f"{w.same_as_narrow}/{w.rows}"] for w in r.widths]
+    ops = [[w.how, *(f"{w.ops[k]:.2f}" for k in kinds)] for w in r.widths]
+    n = r.widths[0].rows_per_call
+    return f"""Wide vs narrow calls on this CPU: {n} image prompts of `{r.model}` decoded at each of {r.n_layers} layers, one
+generate call per layer (the CPU cap) or one call for all layers (what the budget gives a GPU); best of 2
+passes, the two taking turns. Then one more pass each under torch's profiler: seconds of operator time
+by kind (Python's own time is not in these; the profiler slows every operator alike).
+
+{_md_table(WIDTH_HEADER, rows)}
+
+{_md_table(["how", *kinds], ops)}
 """
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +124,10 @@ STARTUP_COMMANDS = {
     "run.py --cfg job": ["run.py", "--cfg", "job"],
     "config error (run.py model=nope)": ["run.py", "model=nope"],
     "config error (run.py no_such_key=1)": ["run.py", "no_such_key=1"],
+    # not torch-free (docs/PERFORMANCE.md section 4 says why); measured so the page shows what it costs
+    "run.py task=inspect model=llava15_7b": [
+        "run.py", "task=inspect", "model=llava15_7b", f"hydra.run.dir={Path(tempfile.gettempdir()) / 'vlmsafety-bench-inspect'}",
+    ],
 }
 
 

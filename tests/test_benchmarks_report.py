@@ -7,7 +7,7 @@ import io
 
 from rich.console import Console
 
-from benchmarks.generation import GenerationRun
+from benchmarks.generation import GenerationRun, WidthRun
 from benchmarks.report import Results, console_tables, write_markdown
 from benchmarks.sweep_cost import SweepRun
 from benchmarks.unlearning import UnlearnRun
@@ -72,9 +72,12 @@ def test_layer_batching_targets_and_the_gpu_section_follow_the_figures(tmp_path)
 
     r = results(349, 232)
     alone = dataclasses.replace(r.multirun, name="one process, `-m layer=...`, layers decoded apart", wall_s=60.0)
+    ops = {"matrix products": 1.11, "KV cache growth (cat)": 0.2, "attention": 0.33, "element-wise": 0.13, "other": 0.2}
     r = dataclasses.replace(
         r, multirun_alone=alone, startup={"python -c pass": 0.05, "run.py --help": 1.2, "config error (run.py model=nope)": 1.7},
         torch_free={"python -c pass": True, "run.py --help": True, "config error (run.py model=nope)": True},
+        widths=[WidthRun("one call per layer", 64, 25, 2.51, ops, 1600, 1600),
+                WidthRun("one call, all layers", 1600, 1, 2.7, {**ops, "KV cache growth (cat)": 0.52}, 1599, 1600)],
     )
     path = tmp_path / "PERFORMANCE.md"
     write_markdown(r, path)
@@ -84,6 +87,9 @@ def test_layer_batching_targets_and_the_gpu_section_follow_the_figures(tmp_path)
     assert "| `-m layer=...` ≤ 2.5× one single-layer run | 5.7× (46.4 s vs 8.2 s) | MISSED |" in text
     assert "| run.py --help < 1.5 s | 1.20 s | met |" in text and "| config error (run.py model=nope) < 1.5 s | 1.70 s | MISSED |" in text
     assert "| run.py --help | 1.20 | no |" in text
+    assert "| one call, all layers | 1600 | 1 | 2.70 | 1599/1600 |" in text
+    assert "| how | matrix products | KV cache growth (cat) | attention | element-wise | other |" in text
+    assert "| one call, all layers | 1.11 | 0.52 | 0.33 | 0.13 | 0.20 |" in text
     assert gpu_sweep.section(path) == gpu_sweep.NOT_RUN  # no GPU run yet: the section says so, between its markers
     gpu_sweep.write_section(path, "figures")
     write_markdown(dataclasses.replace(r, gpu_section=gpu_sweep.section(path)), path)  # `make bench` keeps it
