@@ -6,6 +6,7 @@ spawn to exit; the jobs' own phase timings come from their metrics.json.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -54,8 +55,11 @@ def _run(args: list[str], cwd: Path = REPO) -> float:
 
 
 def _phases(folder: Path) -> tuple[int, dict[str, float]]:
-    """Number of job records under `folder` and their summed timings."""
+    """Number of job records under `folder` and their summed timings; "between_jobs": the seconds from each
+    job's end (`finished_at`) to the next one's start (`started_at`) in one process: Hydra's per-job work
+    (snapshot, logging) and the runner's bookkeeping around the job."""
     total: dict[str, float] = {}
+    spans = []
     files = sorted(folder.rglob("metrics.json"))
     for f in files:
         m = json.loads(f.read_text())
@@ -63,6 +67,9 @@ def _phases(folder: Path) -> tuple[int, dict[str, float]]:
             raise RuntimeError(f"{f} is not complete: {m.get('error')}")
         for k, v in m["timings_s"].items():
             total[k] = total.get(k, 0.0) + v
+        spans.append((dt.datetime.fromisoformat(m["started_at"]), dt.datetime.fromisoformat(m["finished_at"])))
+    spans.sort()
+    total["between_jobs"] = sum(max(0.0, (b[0] - a[1]).total_seconds()) for a, b in zip(spans, spans[1:], strict=False))
     return len(files), total
 
 
@@ -147,4 +154,5 @@ def startup_seconds(repeats: int = 3) -> dict[str, float]:
 def imports_torch(args: list[str]) -> bool:
     """Whether `python ARGS` imports torch (from `-X importtime`)."""
     p = subprocess.run([sys.executable, "-X", "importtime", *args], cwd=REPO, capture_output=True, text=True)
-    return any(line.rstrip().endswith("| torch") for line in p.stderr.splitlines())
+    # the module's name is the last column, indented by its import depth (torch imported by another module too)
+    return any(line.rsplit("|", 1)[-1].strip() == "torch" for line in p.stderr.splitlines() if line.startswith("import time:"))
