@@ -28,6 +28,7 @@ conservative: a response is only called degenerate when a reader would agree at 
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections import Counter
@@ -49,6 +50,7 @@ _CONSONANT_RUN = re.compile(r"[b-df-hj-np-tv-xz]{6,}", re.IGNORECASE)
 _VOWEL = re.compile(r"[aeiouyà-ÿ]", re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a pure function of the text; a layer sweep judges many answers again
 def degenerate_reason(text: str) -> str | None:
     """Why `text` is a degenerate response (one short phrase), or None when it looks like language."""
     if not text.strip():
