@@ -532,6 +532,47 @@ def test_a_csv_field_over_128_kib_is_one_long_row_not_a_broken_file(tmp_path):
     assert [len(it.text) for it in _generic(tmp_path / "prompts.csv").items] == [5, len(long)]
 
 
+def test_an_image_counts_its_tokens_in_the_prompt_length_check(tiny_llava, organism, cpu):
+    """The check counts what the processor expands an image's placeholder to (transformers' own processors are
+    the reference here: the image tokens in `model_inputs`), at least for LLaVA-NeXT's tiles-free base view."""
+    from conftest import _load
+    from PIL import Image
+
+    from vlmsafety.attacks.base import AttackItem, AttackSet, ImageSpec
+    from vlmsafety.errors import VlmSafetyError
+    from vlmsafety.prompt_fit import fit_to_model
+
+    def expanded(adapter, size):
+        image = Image.new("RGB", size, "white")
+        ids = adapter.model_inputs([adapter.render("what is this", True)], [image])["input_ids"][0].tolist()
+        return ids.count(adapter.model.config.image_token_id)
+
+    # LLaVA-1.5 (ViT-L/14 at 336 px, CLS dropped): 24 x 24 = 576 image tokens, the image_seq_length of the
+    # published config (vlmsafety/models/configs/llava15_7b.json); its processor's settings as LlavaProcessor takes them
+    from types import SimpleNamespace
+
+    from vlmsafety.models.llava import LlavaAdapter
+
+    published = json.loads((REPO / "vlmsafety" / "models" / "configs" / "llava15_7b.json").read_text())
+    llava15 = SimpleNamespace(processor=SimpleNamespace(
+        image_processor=SimpleNamespace(crop_size={"height": 336, "width": 336}), patch_size=14,
+        num_additional_image_tokens=1, vision_feature_select_strategy="default",
+    ))
+    assert LlavaAdapter.image_tokens_at_least.fget(llava15) == published["image_seq_length"] == 576
+    assert organism.image_tokens_at_least == expanded(organism, (48, 48)) == 16
+    assert tiny_llava.image_tokens_at_least == expanded(tiny_llava, (64, 40)) > 1
+    next_ = _load("tiny_llava_next", "llava_next", cpu)
+    assert 1 < next_.image_tokens_at_least <= min(expanded(next_, size) for size in ((32, 32), (96, 32), (32, 96)))
+
+    # the organism's context is 128 tokens: 108 words fit beside max_new_tokens=8 as text, not beside a picture
+    words = " ".join(["lock"] * 108)
+    picture = ImageSpec("blank", {"size": 48})
+    items = [AttackItem("text", "t", "c", True, words), AttackItem("picture", "t", "c", True, words, image=picture)]
+    with pytest.raises(VlmSafetyError, match=r"attack item 'picture': its prompt is \d+ tokens \(16 of them its image\)"):
+        fit_to_model(AttackSet(items), organism, compose("attack=builtin").attack, max_new_tokens=8)
+    assert [it.id for it in fit_to_model(AttackSet(items[:1]), organism, compose("attack=builtin").attack, 8).items] == ["text"]
+
+
 def test_markup_in_a_prompt_is_text_and_counted(tiny_llava, organism):
     from vlmsafety.attacks.base import AttackItem, AttackSet
     from vlmsafety.prompt_fit import fit_to_model

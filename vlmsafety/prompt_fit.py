@@ -4,8 +4,9 @@
   is neutralised by `FamilyAdapter.render`; here it is counted and logged (the records show each
   prompt as sent).
 - A prompt that, with `max_new_tokens`, does not fit the language model's context is a bad row:
-  an error naming the item, or with `attack.on_bad_row=skip` dropped and counted. Counted in text
-  tokens (an image row's placeholder counts once, not as the image tokens it expands to).
+  an error naming the item, or with `attack.on_bad_row=skip` dropped and counted. An image row counts
+  the fewest tokens its image can take (`FamilyAdapter.image_tokens_at_least`: LLaVA-1.5's 576, LLaVA-NeXT's
+  base view; its tiles, and Qwen2-VL's size-dependent image tokens, are not counted).
 """
 
 from __future__ import annotations
@@ -33,15 +34,16 @@ def fit_to_model(attack_set: AttackSet, adapter: Any, attack_cfg: DictConfig, ma
         neutralised += adapter.neutralise(item.text) != item.text
         if limit:
             prompt = adapter.render(item.text, item.image is not None)
+            image = adapter.image_tokens_at_least - 1 if item.image is not None else 0  # beyond its placeholder
             # a token covers at least one byte (byte-level BPE, SentencePiece with byte fallback, word level):
             # short prompts need no tokenizing
-            n = len(prompt.encode("utf-8"))
+            n = len(prompt.encode("utf-8")) + image
             if n + max_new_tokens > limit:
-                n = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+                n = len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) + image
             if n + max_new_tokens > limit:
                 message = (
-                    f"attack item {item.id!r}: its prompt is {n} tokens, which with max_new_tokens={max_new_tokens} "
-                    f"exceeds the model's context of {limit} tokens"
+                    f"attack item {item.id!r}: its prompt is {n} tokens{f' ({image + 1} of them its image)' if image else ''}, "
+                    f"which with max_new_tokens={max_new_tokens} exceeds the model's context of {limit} tokens"
                 )
                 if policy == "error":
                     raise VlmSafetyError(f"{message}; shorten it, lower max_new_tokens, or set attack.on_bad_row=skip")

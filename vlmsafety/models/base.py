@@ -124,6 +124,13 @@ class FamilyAdapter(ABC):
         n = getattr(text, "max_position_embeddings", None)
         return int(n) if n else None
 
+    @property
+    def image_tokens_at_least(self) -> int:
+        """The fewest positions one image takes in the language model's sequence, its placeholder included:
+        what the prompt-length check (`prompt_fit`) counts for an image. 1 unless the family knows its
+        processor's expansion (Mllama's image is one token: its features enter by cross-attention)."""
+        return 1
+
     # --- inputs ---------------------------------------------------------------------------
     def markup(self) -> re.Pattern[str] | None:
         """The strings the tokenizer or processor would read as markup rather than text: special and added

@@ -71,6 +71,22 @@ class LlavaAdapter(FamilyAdapter):
             language_model=lm_summary(t),
         )
 
+    @property
+    def image_tokens_at_least(self) -> int:
+        """What the processor expands the placeholder to, computed as transformers' LlavaProcessor does
+        (`_get_num_multimodal_tokens`): patches of the crop, plus its additional (CLS) tokens, less one under the
+        `default` feature strategy (LLaVA-1.5: 576). Every LLaVA image takes exactly this many; a LLaVA-NeXT
+        image takes as many for its base view, and its high-resolution tiles come on top."""
+        crop = getattr(self.processor.image_processor, "crop_size", None)
+        patch = getattr(self.processor, "patch_size", None)
+        if not crop or not patch:
+            return 1
+        tokens = (int(crop["height"]) // patch) * (int(crop["width"]) // patch)
+        tokens += int(getattr(self.processor, "num_additional_image_tokens", 0) or 0)
+        if getattr(self.processor, "vision_feature_select_strategy", None) == "default":
+            tokens -= 1
+        return max(1, tokens)
+
     @torch.no_grad()
     def encode_images(self, images: Sequence[Image.Image]) -> list[torch.Tensor]:
         """Per image: every hidden state of the vision tower, [N+1, tokens (incl. CLS), D]."""
