@@ -226,10 +226,11 @@ head size × dtype bytes per token of the padded prompt and the new tokens; Mlla
 cross-attention states) under `layer_batching.memory_gb`, by default half the GPU memory free after the
 model loaded (2 GiB on a CPU), and the rows under `layer_batching.max_rows`, by default no cap on CUDA
 and 64 on a CPU. On a GPU decoding is memory-bound, so the wider call is close to free. On this CPU wider
-calls do not pay (the table below, measured in each run): their matrix products cost what the narrow
-calls' do, and what they would save in per-step overhead they lose in the KV cache's growth (`torch.cat`
-copies every row's cache at each step), attention and element-wise work once a call's tensors outgrow
-the CPU's caches (25 layers' copies of 64 organism prompts: 1600 rows). Hence the CPU cap.
+calls do not pay (the tables below, measured in each run): a wide call runs fewer steps, so it saves
+per-step Python and dispatch work, but the same rows' arithmetic and memory traffic remain, and its
+KV cache growth (`torch.cat` copies every row's cache at each step), attention and element-wise work
+run on tensors that outgrow the CPU's caches (25 layers' copies of 64 organism prompts: 1600 rows).
+Hence the CPU cap.
 
 **Dropping finished rows.** transformers' `generate` keeps a row that has said its end-of-sequence token
 in every step until the longest row of its batch ends. The LLaVA family (the organism, LLaVA-1.5,
@@ -294,7 +295,20 @@ by kind (Python's own time is not in these; the profiler slows every operator al
 {_md_table(WIDTH_HEADER, rows)}
 
 {_md_table(["how", *kinds], ops)}
+
+{_width_reading(r.widths)}
 """
+
+
+def _width_reading(widths: list[WidthRun]) -> str:
+    """One sentence from the figures: the wide call's time and each kind of operator time against the narrow calls'."""
+    by = {w.rows_per_call: w for w in widths}
+    narrow, wide = by[min(by)], by[max(by)]
+    kinds = ", ".join(
+        f"{kind.split(' (')[0]} {wide.ops[kind] / narrow.ops[kind]:.1f}×" for kind in narrow.ops if narrow.ops[kind] > 0
+    )
+    return (f"In this run the wide call took {wide.seconds / narrow.seconds:.2f}× the narrow calls' time; its operator "
+            f"time against theirs, by kind: {kinds}.")
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:

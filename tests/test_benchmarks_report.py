@@ -90,6 +90,8 @@ def test_layer_batching_targets_and_the_gpu_section_follow_the_figures(tmp_path)
     assert "| one call, all layers | 1600 | 1 | 2.70 | 1599/1600 |" in text
     assert "| how | matrix products | KV cache growth (cat) | attention | element-wise | other |" in text
     assert "| one call, all layers | 1.11 | 0.52 | 0.33 | 0.13 | 0.20 |" in text
+    assert ("the wide call took 1.08× the narrow calls' time; its operator time against theirs, by kind: matrix "
+            "products 1.0×, KV cache growth 2.6×, attention 1.0×, element-wise 1.0×, other 1.0×.") in text
     assert gpu_sweep.section(path) == gpu_sweep.NOT_RUN  # no GPU run yet: the section says so, between its markers
     gpu_sweep.write_section(path, "figures")
     write_markdown(dataclasses.replace(r, gpu_section=gpu_sweep.section(path)), path)  # `make bench` keeps it
