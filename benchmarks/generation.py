@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -29,26 +30,30 @@ class GenerationRun:
         return self.new_tokens / self.seconds
 
 
-def tokens_per_second(cfg: DictConfig, batch_sizes: tuple[int, ...], n_prompts: int = 32, repeats: int = 3) -> list[GenerationRun]:
-    """Generate the same `n_prompts` image prompts at each batch size; count the tokens each row generated."""
+def _image_prompts(cfg: DictConfig, n_prompts: int) -> tuple[Any, list[str], list[Any], list[Any], GenerationSettings]:
+    """The default model's adapter, the attack set's first `n_prompts` image prompts rendered, their images and
+    encoder entries (through the worker, as task=eval), and greedy settings with the config's max_new_tokens."""
     worker = get_worker()
     worker.configure(cfg)
     adapter, _ = worker.model(cfg.model, cfg.device)
-    items = [it for it in load_attack_set(cfg.attack, limit=None, seed=cfg.seed).items if it.image is not None]
-    items = items[:n_prompts]
-    layer = adapter.default_layer
-    settings = GenerationSettings(max_new_tokens=int(cfg.max_new_tokens))
+    items = [it for it in load_attack_set(cfg.attack, limit=None, seed=cfg.seed).items if it.image is not None][:n_prompts]
     rendered = [worker.image(it.image) for it in items]
-    encoded = worker.encode(adapter, [r[0] for r in rendered], [r[1] for r in rendered])
+    images = [r[0] for r in rendered]
+    encoded = worker.encode(adapter, images, [r[1] for r in rendered])
     prompts = [adapter.render(it.text, True) for it in items]
+    return adapter, prompts, images, encoded, GenerationSettings(max_new_tokens=int(cfg.max_new_tokens))
+
+
+def tokens_per_second(cfg: DictConfig, batch_sizes: tuple[int, ...], n_prompts: int = 32, repeats: int = 3) -> list[GenerationRun]:
+    """Generate the same `n_prompts` image prompts at each batch size; count the tokens each row generated."""
+    adapter, prompts, images, encoded, settings = _image_prompts(cfg, n_prompts)
+    layer = adapter.default_layer
 
     def one_pass(bs: int) -> tuple[int, float]:
         t = time.perf_counter()
         tokens = 0
-        for k in range(0, len(items), bs):
-            outs = adapter.generate(
-                prompts[k : k + bs], [r[0] for r in rendered[k : k + bs]], encoded[k : k + bs], layer, settings
-            )
+        for k in range(0, len(prompts), bs):
+            outs = adapter.generate(prompts[k : k + bs], images[k : k + bs], encoded[k : k + bs], layer, settings)
             tokens += sum(o.n_new_tokens for o in outs)
         return tokens, time.perf_counter() - t
 
@@ -58,7 +63,7 @@ def tokens_per_second(cfg: DictConfig, batch_sizes: tuple[int, ...], n_prompts: 
     for _ in range(repeats):
         for bs in batch_sizes:
             passes[bs].append(one_pass(bs))
-    return [GenerationRun(bs, len(items), p[0][0], min(s for _, s in p)) for bs, p in passes.items()]
+    return [GenerationRun(bs, len(prompts), p[0][0], min(s for _, s in p)) for bs, p in passes.items()]
 
 
 @dataclass
@@ -90,16 +95,8 @@ def wide_vs_narrow(cfg: DictConfig, layers: list[int], n_prompts: int = 64, repe
     as the eval task calls it; the time of each, where it goes by kind of operation, and whether the answers match."""
     from torch.profiler import ProfilerActivity, profile
 
-    worker = get_worker()
-    worker.configure(cfg)
-    adapter, _ = worker.model(cfg.model, cfg.device)
-    items = [it for it in load_attack_set(cfg.attack, limit=None, seed=cfg.seed).items if it.image is not None][:n_prompts]
-    settings = GenerationSettings(max_new_tokens=int(cfg.max_new_tokens))
-    rendered = [worker.image(it.image) for it in items]
-    images = [r[0] for r in rendered]
-    encoded = worker.encode(adapter, images, [r[1] for r in rendered])
-    prompts = [adapter.render(it.text, True) for it in items]
-    n = len(items)
+    adapter, prompts, images, encoded, settings = _image_prompts(cfg, n_prompts)
+    n = len(prompts)
 
     def call(group: list[int]) -> list[str]:
         rows = [layer for layer in group for _ in range(n)]

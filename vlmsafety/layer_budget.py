@@ -7,8 +7,9 @@ tokens (`FamilyAdapter.row_memory_bytes`). The number of layers is the largest t
 - its memory under the budget: `layer_batching.memory_gb`, else half the GPU memory free after the
   model loaded (CUDA), else 2 GiB (CPU); and
 - its rows under `layer_batching.max_rows`, else no cap on CUDA (decoding a 7B model is memory-bound:
-  a step costs about the same at batch 8 and 256), else 64 on a CPU, where a decoding step's arithmetic
-  grows with the rows, so wider calls did not pay there, with finished rows dropped or not (docs/PERFORMANCE.md).
+  a step costs about the same at batch 8 and 256), else 64 on a CPU, where wider calls did not pay: a
+  wide call's KV cache growth and element-wise work outgrow the CPU's caches (`make bench` measures it:
+  docs/PERFORMANCE.md section 4).
 """
 
 from __future__ import annotations
